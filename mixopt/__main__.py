@@ -1,0 +1,3 @@
+from mixopt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Study configuration: YAML validated by pydantic, with one-line errors that name the field.
+
+Every section rejects unknown keys, NaN and infinities; numbers carry their ranges. Relative paths
+are resolved against the working directory of the command (on a Ray cluster, give shared paths).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mixopt.errors import ConfigError
+
+Fraction = Field(ge=0.0, le=1.0)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+class DataConfig(Section):
+    corpus: str = "data/corpus"
+    """Directory of a prepared corpus (manifest.parquet and shards)."""
+    prepare: str | None = None
+    """If the corpus is missing, prepare it from this source: "default", "fixture" or a text directory."""
+    domains: list[str] | None = None
+    """Domains to mix, in order (default: every domain of the corpus)."""
+    verify: Literal["none", "size", "sha256"] = "size"
+
+
+class SpaceConfig(Section):
+    target_tokens: float | None = Field(default=None, gt=0)
+    """Tokens of the large run; None: no repetition cap."""
+    max_epochs: float = Field(default=4.0, gt=0)
+    min_weights: dict[str, float] = Field(default_factory=dict)
+    max_weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("min_weights", "max_weights")
+    @classmethod
+    def _weights_in_unit_interval(cls, value: dict[str, float]) -> dict[str, float]:
+        for domain, weight in value.items():
+            if not (0.0 <= weight <= 1.0):
+                raise ValueError(f"weight of {domain!r} must lie in [0, 1], got {weight}")
+        return value
+
+
+class StudyConfig(Section):
+    proxies: int = Field(default=16, ge=2)
+    """Budget: proxy runs that the surrogate is fitted on (the main seed)."""
+    rounds: int = Field(default=1, ge=1)
+    seed: int = Field(default=0, ge=0)
+    noise_repeats: int = Field(default=2, ge=0)
+    """Mixtures trained again with another seed, to measure seed noise (beyond the budget)."""
+    retries: int = Field(default=1, ge=0)
+    """Retries of a proxy whose worker died or whose loss diverged."""
+    diverged_lr_factor: float = Field(default=0.5, gt=0, le=1)
+    """A diverged proxy is retried with its learning rate times this factor."""
+    proxies_per_task: int = Field(default=4, ge=1)
+    """Proxies trained as one packed computation in one Ray task."""
+    cpus_per_task: float = Field(default=1.0, gt=0)
+    gpus_per_task: float = Field(default=0.25, ge=0, le=1)
+    """Used only when the cluster has GPUs."""
+
+
+class ObjectiveConfig(Section):
+    weights: dict[str, float] | None = None
+    """Weight per evaluation domain; None: the mean of the per-domain losses."""
+    metric: Literal["loss", "bpb"] = "loss"
+    """loss: nats per token; bpb: bits per byte."""
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, value):
+        if value is not None:
+            for domain, weight in value.items():
+                if weight < 0:
+                    raise ValueError(f"weight of {domain!r} must be non-negative, got {weight}")
+            if value and sum(value.values()) <= 0:
+                raise ValueError("weights must not all be zero")
+        return value
+
+
+class SurrogateConfig(Section):
+    kind: str = "auto"
+
+
+class SearchConfig(Section):
+    method: str = "topk"
+    candidates: int = Field(default=100_000, ge=1)
+    top_k: int = Field(default=100, ge=1)
+
+
+class RayConfig(Section):
+    address: str | None = None
+    """None: RAY_ADDRESS if set (inside `ray job submit`), else a local cluster of num_cpus."""
+    num_cpus: int | None = Field(default=None, ge=1)
+
+
+class Config(Section):
+    name: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    proxy: dict[str, Any] = Field(default_factory=dict)
+    """Fields of workers.train.ProxySpec (preset, tokens, batch_size, seq_len, lr, ...)."""
+    study: StudyConfig = Field(default_factory=StudyConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("proxy")
+    @classmethod
+    def _finite_proxy_numbers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key, item in value.items():
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{key} must be a finite number, got {item}")
+        return value
+
+    def digest(self) -> str:
+        """A stable hash of the validated configuration (recorded with every recommendation)."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        problem = "unknown key"
+    else:
+        problem = first["msg"]
+        if "input" in first and not isinstance(first["input"], (dict, list)):
+            problem += f" (got {first['input']!r})"
+    more = len(error.errors()) - 1
+    return f"{source}: {where}: {problem}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def parse_config(payload: Any, source: str = "config") -> Config:
+    """Validate a mapping (parsed YAML) into a Config, or raise ConfigError naming the field."""
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(payload).__name__}")
+    try:
+        config = Config.model_validate(payload)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(source, exc)) from None
+    proxy_spec(config, source)  # validates the proxy section against the worker's spec
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config path {path} is not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        payload = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
+    return parse_config(payload, str(path))
+
+
+def proxy_spec(config: Config, source: str = "config"):
+    """The workers' ProxySpec built from the config's proxy section (ConfigError on bad fields)."""
+    from workers.spec import ProxySpec  # torch-free module
+
+    known = {f.name for f in dataclasses.fields(ProxySpec)}
+    unknown = sorted(set(config.proxy) - known)
+    if unknown:
+        raise ConfigError(f"{source}: proxy.{unknown[0]}: unknown key (known: {sorted(known)})")
+    try:
+        return ProxySpec(**config.proxy)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: proxy: {exc}") from None

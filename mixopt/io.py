@@ -1,0 +1,56 @@
+"""Atomic artifact writes: every file goes to a temporary sibling first, then is renamed into place.
+
+A reader (or a driver killed with SIGKILL at any moment) sees either the old file or the new one,
+never a half-written one. The temporary name carries the process id so that concurrent writers in
+one directory do not collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mixopt.errors import StoreError
+
+
+def _temporary_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp_path)` to produce the file, fsync it, then rename it onto `path`."""
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def atomic_write_parquet(path: str | os.PathLike, frame) -> Path:
+    """Write a polars DataFrame as Parquet, atomically."""
+    return atomic_write(path, lambda tmp: frame.write_parquet(tmp))

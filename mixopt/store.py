@@ -1,0 +1,144 @@
+"""The run store: one Parquet table of proxy runs, append-only, rewritten atomically on each append.
+
+Each row is one attempt at one proxy: its mixture (`w_<domain>`), `seed`, `preset`, training
+`tokens`, per-domain validation losses (`loss_<domain>` in nats per token, `bpb_<domain>` in bits
+per byte), `seconds`, `status` ("ok", "diverged", "failed") and a `run_id` that keys the mixture,
+seed and training recipe. Rows are never changed or removed; a retried proxy adds a row. A study
+that finds an "ok" row for a run_id does not train that proxy again, which is how every study
+resumes. Because each append replaces the file by rename, a driver killed at any moment leaves
+either the previous table or the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mixopt.errors import StoreError
+from mixopt.io import atomic_write_parquet
+
+STATUS_OK = "ok"
+STATUS_DIVERGED = "diverged"
+STATUS_FAILED = "failed"
+STATUSES = (STATUS_OK, STATUS_DIVERGED, STATUS_FAILED)
+
+_FIXED_COLUMNS = {
+    "run_id": pl.String,
+    "round": pl.Int64,
+    "seed": pl.Int64,
+    "preset": pl.String,
+    "tokens": pl.Int64,
+    "seconds": pl.Float64,
+    "status": pl.String,
+    "attempt": pl.Int64,
+    "error": pl.String,
+    "recipe": pl.String,
+    "finished_at": pl.Float64,
+}
+
+
+def recipe_hash(recipe: dict) -> str:
+    """A short stable hash of a training recipe (the proxy spec), for run keys."""
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_key(weights: np.ndarray, seed: int, recipe: str) -> str:
+    """Key of one proxy: its mixture (to 12 decimals), its seed and its recipe hash."""
+    mixture = ",".join(f"{w:.12f}" for w in np.asarray(weights, dtype=np.float64))
+    return hashlib.sha256(f"{mixture}|{int(seed)}|{recipe}".encode()).hexdigest()[:20]
+
+
+def weight_columns(domains: Sequence[str]) -> list[str]:
+    return [f"w_{d}" for d in domains]
+
+
+def loss_columns(domains: Sequence[str]) -> list[str]:
+    return [f"loss_{d}" for d in domains]
+
+
+def bpb_columns(domains: Sequence[str]) -> list[str]:
+    return [f"bpb_{d}" for d in domains]
+
+
+class RunStore:
+    """runs.parquet for one study directory and one list of domains."""
+
+    def __init__(self, path: str | Path, domains: Sequence[str]):
+        self.path = Path(path)
+        self.domains = list(domains)
+        self.schema = dict(_FIXED_COLUMNS)
+        for column in weight_columns(self.domains) + loss_columns(self.domains) + bpb_columns(self.domains):
+            self.schema[column] = pl.Float64
+        self._remove_stale_temporaries()
+        self._table = self._load()
+
+    def _remove_stale_temporaries(self) -> None:
+        if self.path.parent.is_dir():
+            for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+                pid = stale.name.rsplit(".", 2)[-2]
+                if not pid.isdigit() or not _process_alive(int(pid)):
+                    stale.unlink(missing_ok=True)
+
+    def _load(self) -> pl.DataFrame:
+        if not self.path.exists():
+            return pl.DataFrame(schema=self.schema)
+        try:
+            table = pl.read_parquet(self.path)
+        except Exception as exc:  # a foreign or damaged file: say so, never overwrite it
+            raise StoreError(f"cannot read the run store {self.path}: {exc}") from exc
+        missing = [c for c in self.schema if c not in table.columns]
+        if missing:
+            raise StoreError(
+                f"{self.path} belongs to another study (it lacks columns {missing[:4]}); "
+                "choose another output directory"
+            )
+        return table.select([pl.col(c).cast(t) for c, t in self.schema.items()])
+
+    @property
+    def table(self) -> pl.DataFrame:
+        return self._table
+
+    def __len__(self) -> int:
+        return self._table.height
+
+    def append(self, rows: Sequence[dict]) -> None:
+        """Append rows (dicts with any subset of the schema's columns) and persist atomically."""
+        if not rows:
+            return
+        for row in rows:
+            if row.get("status") not in STATUSES:
+                raise StoreError(f"run status must be one of {STATUSES}, got {row.get('status')!r}")
+            row.setdefault("finished_at", time.time())
+        new = pl.DataFrame([{c: row.get(c) for c in self.schema} for row in rows], schema=self.schema)
+        combined = pl.concat([self._table, new], how="vertical")
+        atomic_write_parquet(self.path, combined)
+        self._table = combined
+
+    def finished(self) -> pl.DataFrame:
+        """The first "ok" row of each run_id (the result a resumed study reuses)."""
+        return self._table.filter(pl.col("status") == STATUS_OK).unique("run_id", keep="first", maintain_order=True)
+
+    def attempts(self, run_id: str) -> int:
+        return self._table.filter(pl.col("run_id") == run_id).height
+
+    def lookup(self, run_ids: Sequence[str]) -> pl.DataFrame:
+        """Finished rows for these run_ids, in the order given (missing ids are left out)."""
+        order = pl.DataFrame({"run_id": list(run_ids), "_order": np.arange(len(run_ids))})
+        return order.join(self.finished(), on="run_id", how="inner").sort("_order").drop("_order")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

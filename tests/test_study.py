@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+import mixopt
+from mixopt import InputError, MixtureSpace, StudyError, Study
+from mixopt.study import objective_weights, split_budget
+
+
+def space():
+    return MixtureSpace(["web", "code", "books", "math"], [4e9, 1e9, 5e8, 2e8], target_tokens=1e10, max_epochs=4)
+
+
+OPTIMUM = np.array([0.35, 0.3, 0.2, 0.15])
+
+
+def quadratic(X):
+    distance = ((X - OPTIMUM) ** 2).sum(axis=1)
+    return np.stack([1 + distance, 1 + 3 * distance], axis=1)
+
+
+def test_optimize_respects_budget_and_constraints():
+    calls = []
+
+    def evaluate(X):
+        calls.append(len(X))
+        return quadratic(X)
+
+    result = mixopt.optimize(space(), evaluate, budget=40, seed=0, rounds=3)
+    assert sum(calls) == 40 and len(calls) == 3
+    assert space().contains(result.weights).all()
+    assert result.weights.shape == (4,)
+    assert np.isfinite(result.predicted)
+
+
+def test_optimize_moves_from_natural_toward_the_optimum():
+    s = space()
+    result = mixopt.optimize(s, quadratic, budget=64, seed=0)
+    natural_distance = np.abs(s.natural - OPTIMUM).sum()
+    assert np.abs(result.weights - OPTIMUM).sum() < 0.5 * natural_distance
+    assert result.predicted < result.natural_predicted
+
+
+def test_study_is_deterministic_and_replayable():
+    first, second = Study(space(), budget=20, seed=5, rounds=2), Study(space(), budget=20, seed=5, rounds=2)
+    while not first.done:
+        X1, X2 = first.ask(), second.ask()
+        np.testing.assert_array_equal(X1, X2)
+        np.testing.assert_array_equal(first.ask(), X1)  # asking again before telling repeats
+        first.tell(X1, quadratic(X1))
+        second.tell(X2, quadratic(X2))
+    np.testing.assert_array_equal(first.recommend().weights, second.recommend().weights)
+
+
+def test_failed_runs_are_skipped_when_fitting():
+    study = Study(space(), budget=12, seed=0)
+    X = study.ask()
+    Y = quadratic(X)
+    Y[:3] = np.nan
+    study.tell(X, Y)
+    result = study.recommend()
+    assert np.isnan(result.observed[:3]).all() and np.isfinite(result.predicted)
+
+
+def test_all_failed_runs_raise_study_error():
+    study = Study(space(), budget=4, seed=0)
+    X = study.ask()
+    study.tell(X, np.full((4, 2), np.nan))
+    with pytest.raises(StudyError, match="succeeded"):
+        study.recommend()
+
+
+def test_objective_weights_select_loss_columns():
+    s = MixtureSpace(["web", "code", "books", "math"], [4e9, 1e9, 5e8, 2e8])
+    # a loss that only column 1 cares about: the weights must pull toward its optimum
+    other = np.array([0.1, 0.6, 0.2, 0.1])
+
+    def evaluate(X):
+        return np.stack([((X - OPTIMUM) ** 2).sum(1), ((X - other) ** 2).sum(1)], axis=1)
+
+    result = mixopt.optimize(s, evaluate, budget=48, objective=[0.0, 1.0], seed=0)
+    assert np.abs(result.weights - other).sum() < np.abs(result.weights - OPTIMUM).sum()
+
+
+def test_budget_and_objective_errors():
+    with pytest.raises(InputError, match="budget"):
+        Study(space(), budget=0)
+    with pytest.raises(InputError, match="objective"):
+        objective_weights([1.0, -1.0], 2)
+    with pytest.raises(InputError, match="3 weights for 2"):
+        objective_weights([1, 1, 1], 2)
+    study = Study(space(), budget=4)
+    with pytest.raises(StudyError, match="budget"):
+        study.tell(np.tile(space().natural, (5, 1)), np.ones((5, 1)))
+
+
+def test_split_budget_sums_to_budget():
+    for budget in (1, 7, 64, 129):
+        for rounds in (1, 2, 3, 5):
+            sizes = split_budget(budget, rounds)
+            assert sum(sizes) == budget and min(sizes) >= 1
