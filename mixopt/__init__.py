@@ -11,10 +11,20 @@ from mixopt.errors import ConfigError, DataError, InputError, MixoptError, Store
 from mixopt.space import MixtureSpace
 from mixopt.study import Result, Study, optimize
 from mixopt.surrogate import fit
+from mixopt import online  # noqa: E402  (mixopt.online.create: the online mixers)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MixtureSpace", "Study", "Result", "optimize", "fit",
+    "MixtureSpace", "Study", "online", "pipeline", "Result", "optimize", "fit",
     "MixoptError", "ConfigError", "InputError", "DataError", "StoreError", "StudyError",
 ]
+
+
+def __getattr__(name: str):
+    # mixopt.pipeline pulls in Ray and the CLI's reporting: imported on first use only
+    if name == "pipeline":
+        import importlib
+
+        return importlib.import_module("mixopt.pipeline")
+    raise AttributeError(f"module 'mixopt' has no attribute {name!r}")

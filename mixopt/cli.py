@@ -159,6 +159,34 @@ def recommend(
         console.print(f"wrote {out / 'recommendation.json'} and {out / 'runs.parquet'} in {time.time() - started:.0f}s")
 
 
+@app.command("export")
+def export(
+    study: Path = typer.Argument(..., help="Study directory (or its recommendation.json)."),
+    format: str = typer.Option(..., "--format", "-f", help="megatron (--data-path list), hf (interleave_datasets probabilities) or yaml."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write (default: beside recommendation.json)."),
+    prefix_template: str = typer.Option("{domain}_text_document", "--prefix-template",
+                                        help="Megatron dataset prefix per domain; {domain} is replaced."),
+    precision: int = typer.Option(6, "--precision", help="Decimals of the exported weights (they sum to exactly 1)."),
+) -> None:
+    """Write the recommended mixture for a trainer: Megatron-LM, Hugging Face datasets or YAML."""
+    from mixopt.export import export_recommendation
+
+    path = export_recommendation(study, format, out, prefix_template=prefix_template, precision=precision)
+    console.print(str(path))
+
+
+@app.command("report")
+def report(
+    study: Path = typer.Argument(..., help="Study directory (recommendation.json, runs.parquet, optional train_log.parquet)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file to write (default: STUDY/report/index.html)."),
+) -> None:
+    """Write a self-contained HTML report with plots: cross-validated fit, mixture, response curves, online trajectories."""
+    from mixopt.report import write_report
+
+    path = write_report(study, out)
+    console.print(str(path))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning expected errors into one `error:` line and exit 2."""
     try:

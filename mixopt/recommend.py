@@ -11,7 +11,6 @@ Running it again with the same out_dir resumes: finished proxies are never train
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from mixopt import __version__
 from mixopt.config import Config, proxy_spec
 from mixopt.data.corpus import Corpus
 from mixopt.errors import ConfigError, DataError, InputError, StudyError
-from mixopt.io import atomic_write_json
+from mixopt.io import atomic_write_json, json_ready
 from mixopt.runner import RayProxyRunner, init_ray, result_row
 from mixopt.space import MixtureSpace
 from mixopt.store import STATUS_DIVERGED, STATUS_OK, RunStore, recipe_hash, run_key
@@ -230,7 +229,7 @@ def run_recommend(config: Config, out_dir: str | Path, reporter: Reporter | None
         raise StudyError(f"{exc}; see {store.path} for the errors") from None
     surrogate_info = result.surrogate.save(out_dir / "surrogate")
     noise = noise_report(store, space, result.objective, metric, config.study.seed)
-    payload = recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started)
+    payload = json_ready(recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started))
     atomic_write_json(out_dir / "recommendation.json", payload)
     return Recommendation(
         domains=space.domains,
@@ -293,13 +292,3 @@ def format_table(payload: dict) -> list[list[str]]:
         rows.append([domain, f"{tokens:,.0f}", f"{natural:.3f}", f"{weight:.3f}",
                      "-" if epoch is None else f"{epoch:.2f}"])
     return rows
-
-
-def load_recommendation(out_dir: str | Path) -> dict:
-    path = Path(out_dir) / "recommendation.json"
-    if not path.is_file():
-        raise DataError(f"no recommendation at {path} (run `mixopt recommend` first)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from None

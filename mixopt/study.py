@@ -1,9 +1,20 @@
 """Ask/tell studies over a MixtureSpace, and `optimize`, the loop that drives one to a recommendation.
 
 A study spends a budget of proxy runs over one or more rounds. `ask()` returns the mixtures of the
-next round, `tell(X, Y)` records their losses, `recommend()` fits a surrogate from mixture to
-objective and searches the space with it. Everything here sees arrays only: whoever evaluates the
-mixtures (Ray proxy training, a simulator, a plain function) lives outside.
+next round, `tell(X, Y)` records their losses, `recommend()` fits a surrogate from mixture to losses
+and searches the space with it. Everything here sees arrays only: whoever evaluates the mixtures
+(Ray proxy training, a simulator, a plain function) lives outside.
+
+Round one is a space-filling design: the natural mixture and draws of the space's sampler (every
+one inside the bounds and caps). Later rounds are sequential design: the surrogate fitted on what
+has been told proposes its current recommendation and, among many feasible mixtures, those with the
+lowest lower confidence bound (predicted objective minus `exploration` times the bootstrap spread
+of the ensemble), kept apart from each other and from runs already made: proxies go where the
+surrogate is promising or unsure.
+
+By default the surrogate is fitted to every loss column (one law per evaluation set, as in Data
+Mixing Laws) and the search minimises the objective-weighted sum of the columns; fit="objective"
+fits the weighted objective alone.
 
 Asking is deterministic given the seed and what has been told, so a study that is replayed against
 a store of finished runs asks for the same mixtures and resumes where it stopped.
@@ -18,7 +29,7 @@ import numpy as np
 
 from mixopt import surrogate as surrogates
 from mixopt.errors import InputError, StudyError
-from mixopt.search import SearchResult, search
+from mixopt.search import SearchResult, diverse_best, objective_function, search
 from mixopt.space import MixtureSpace
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
@@ -43,11 +54,24 @@ def objective_weights(objective, n_columns: int, names: Sequence[str] | None = N
     return weights / weights.sum()
 
 
-def split_budget(budget: int, rounds: int) -> list[int]:
-    """Round sizes: half the budget in the first round (a space-filling design), the rest evenly."""
+AUTO_ROUNDS = 3
+MIN_LATER_ROUND = 4
+
+
+def auto_rounds(budget: int) -> int:
+    """Rounds for rounds=None: 3 when every later round gets at least 4 runs, fewer otherwise."""
+    for rounds in range(AUTO_ROUNDS, 1, -1):
+        if (budget - budget // 2) // (rounds - 1) >= MIN_LATER_ROUND:
+            return rounds
+    return 1
+
+
+def split_budget(budget: int, rounds: int, first_share: float = 0.5) -> list[int]:
+    """Round sizes: `first_share` of the budget in the first round (a space-filling design), the
+    rest evenly."""
     if rounds <= 1 or budget < 2 * rounds:
         return [budget]
-    first = budget // 2
+    first = min(max(int(budget * first_share), 1), budget - (rounds - 1))
     rest = budget - first
     later = [rest // (rounds - 1) + (1 if r < rest % (rounds - 1) else 0) for r in range(rounds - 1)]
     return [first] + later
@@ -67,6 +91,21 @@ class Result:
     Y: np.ndarray                       # (n, E) their losses (NaN rows: failed runs)
     objective: np.ndarray               # (E,) normalised objective weights
     cv_scores: dict = field(default_factory=dict)
+    predicted_std: float = float("nan")  # the surrogate's uncertainty at `weights` (see objective_spread)
+    rounds: int = 1                      # rounds the budget was spent over
+    columns: np.ndarray | None = None    # loss columns the surrogate predicts (None: the objective itself)
+
+    def predict_objective(self, X) -> np.ndarray:
+        """(n,) the surrogate's objective at mixtures X."""
+        return objective_function(self.surrogate.predict, self._surrogate_weights())(np.atleast_2d(X))
+
+    def objective_spread(self, X) -> np.ndarray:
+        """(n,) the surrogate's uncertainty about the objective at mixtures X (bootstrap spread
+        and, for ensembles, the disagreement of plausible members)."""
+        return self.surrogate.objective_spread(np.atleast_2d(X), self._surrogate_weights())
+
+    def _surrogate_weights(self) -> np.ndarray | None:
+        return None if self.columns is None else self.objective[self.columns]
 
     @property
     def observed(self) -> np.ndarray:
@@ -78,8 +117,21 @@ class Result:
         return len(self.X)
 
 
+DESIGNS = ("lcb", "mixed", "local", "random")
+FITS = ("columns", "objective")
+
+
 class Study:
-    """An ask/tell study (see the module docstring)."""
+    """An ask/tell study (see the module docstring).
+
+    rounds: how many rounds the budget is spent over (the first gets half, the rest share the
+    other half); None (the default): 3, fewer when the later rounds would get under 4 runs each. design: how later rounds choose mixtures: "lcb" (lower confidence bound, the
+    default), "local" (around the current recommendation) or "random" (the sampler again).
+    exploration: the LCB's multiple of the bootstrap spread. fit: "columns" (a surrogate per loss
+    column, combined by the objective) or "objective" (one surrogate of the weighted objective).
+    risk: the recommendation minimises the prediction plus `risk` times the surrogate's uncertainty
+    (bootstrap spread and disagreement between plausible models), so that it does not land where
+    the surrogate extrapolates from no data (0: the prediction alone)."""
 
     def __init__(
         self,
@@ -87,30 +139,54 @@ class Study:
         budget: int = 128,
         objective=None,
         seed: int = 0,
-        rounds: int = 1,
+        rounds: int | None = None,
         surrogate: str = "auto",
-        search: str = "topk",
+        search: str = "constrained",
         search_options: dict | None = None,
         loss_names: Sequence[str] | None = None,
+        design: str = "lcb",
+        exploration: float = 1.0,
+        fit: str = "columns",
+        risk: float = 1.0,
+        first_share: float = 0.5,
     ):
         if not isinstance(space, MixtureSpace):
             raise InputError(f"space must be a MixtureSpace, got {type(space).__name__}")
-        if not isinstance(budget, (int, np.integer)) or budget < 1:
+        if not isinstance(budget, (int, np.integer)) or isinstance(budget, bool) or budget < 1:
             raise InputError(f"budget must be a positive integer, got {budget!r}")
-        if not isinstance(rounds, (int, np.integer)) or rounds < 1:
-            raise InputError(f"rounds must be a positive integer, got {rounds!r}")
+        if rounds is None:
+            rounds = auto_rounds(int(budget))
+        if not isinstance(rounds, (int, np.integer)) or isinstance(rounds, bool) or rounds < 1:
+            raise InputError(f"rounds must be a positive integer or None, got {rounds!r}")
+        if not isinstance(surrogate, str) or surrogate not in surrogates.KINDS:
+            raise InputError(f"unknown surrogate {surrogate!r}; choose one of {sorted(surrogates.KINDS)}")
+        if design not in DESIGNS:
+            raise InputError(f"unknown design {design!r}; choose one of {list(DESIGNS)}")
+        if fit not in FITS:
+            raise InputError(f"fit must be one of {list(FITS)}, got {fit!r}")
+        for name, value in (("exploration", exploration), ("risk", risk)):
+            if not isinstance(value, (int, float, np.number)) or not np.isfinite(value) or value < 0:
+                raise InputError(f"{name} must be a non-negative number, got {value!r}")
         self.space = space
         self.budget = int(budget)
         self.objective_spec = objective
         self.seed = int(seed)
-        self.round_sizes = split_budget(self.budget, int(rounds))
+        if not 0 < first_share <= 1:
+            raise InputError(f"first_share must lie in (0, 1], got {first_share!r}")
+        self.round_sizes = split_budget(self.budget, int(rounds), first_share)
         self.surrogate_kind = surrogate
         self.search_method = search
         self.search_options = dict(search_options or {})
         self.loss_names = list(loss_names) if loss_names is not None else None
+        self.design = design
+        self.exploration = float(exploration)
+        self.risk = float(risk)
+        self.fit_target = fit
         self.X = np.empty((0, space.K))
         self.Y: np.ndarray | None = None
         self.rounds_told = 0
+        self._asked: tuple[int, np.ndarray] | None = None
+        self._recommended: tuple[int, Result] | None = None
 
     # -- the protocol -------------------------------------------------------------------------
     @property
@@ -125,19 +201,57 @@ class Study:
         """Mixtures for the next round; the same ones again until that round is told."""
         if self.done:
             raise StudyError(f"the study has spent its budget of {self.budget} runs")
+        if self._asked is not None and self._asked[0] == self.rounds_told:
+            return self._asked[1].copy()
         size = self.round_sizes[self.rounds_told]
         rng = np.random.default_rng([self.seed, self.rounds_told])
-        if self.rounds_told == 0:
-            design = np.vstack([self.space.natural[None, :], self.space.sample(size - 1, rng)])
-            return design[:size]
-        return self._ask_sequential(size, rng)
+        if self.rounds_told == 0 or self._finished().sum() < 2:
+            design = np.vstack([self.space.natural[None, :], self.space.sample(max(size - 1, 0), rng)])[:size]
+        else:
+            design = self._ask_sequential(size, rng)
+        self._asked = (self.rounds_told, design)
+        return design.copy()
 
     def _ask_sequential(self, size: int, rng: np.random.Generator) -> np.ndarray:
-        """Later rounds: half around the current recommendation, half exploring the space."""
-        current = self.recommend().weights
-        near = self.space.sample(max(size - size // 2, 0), rng, centre=current, prior_share=1.0)
-        far = self.space.sample(size // 2, rng)
-        return np.vstack([near, far])
+        """Later rounds: the current recommendation, then the lowest lower confidence bounds."""
+        current = self.recommend()
+        if self.design == "random":
+            return self.space.sample(size, rng)
+        if self.design == "local":
+            near = self.space.sample(size - 1, rng, centre=current.weights, prior_share=1.0)
+            return np.vstack([current.weights[None, :], near])
+        if self.design == "mixed":
+            local = (size - 1) // 2
+            near = self.space.sample(local, rng, centre=current.weights, prior_share=1.0)
+            chosen = self._lcb_batch(current, size - local, rng, extra=near)
+            return np.vstack([chosen[:1], near, chosen[1:]])[:size]
+        return self._lcb_batch(current, size, rng)
+
+    def _lcb_batch(self, current: "Result", size: int, rng: np.random.Generator, extra=None) -> np.ndarray:
+        pool = np.vstack([
+            self.space.sample(4000, rng),
+            self.space.sample(4000, rng, centre=current.weights, prior_share=1.0),
+        ])
+        mean = current.predict_objective(pool)
+        spread = current.objective_spread(pool)
+        bound = mean - self.exploration * spread
+        observed = self.X[self._finished()]
+        if extra is not None and len(extra):
+            observed = np.vstack([observed, extra])
+        chosen = [current.weights]
+        distance = 0.05
+        while len(chosen) < size and distance > 1e-4:
+            taken = np.vstack([observed, np.asarray(chosen)])
+            far = np.min(np.abs(pool[:, None, :] - taken[None, :, :]).sum(axis=2), axis=1) >= distance
+            if not far.any():
+                distance /= 2
+                continue
+            picks = np.flatnonzero(far)[diverse_best(pool[far], bound[far], size - len(chosen), distance)]
+            chosen.extend(pool[picks])
+            distance /= 2
+        if len(chosen) < size:
+            chosen.extend(self.space.sample(size - len(chosen), rng))
+        return np.asarray(chosen[:size])
 
     def tell(self, X, Y) -> None:
         """Record a round: X (n, K) mixtures and Y (n, E) losses, NaN rows for failed runs."""
@@ -154,6 +268,7 @@ class Study:
         self.X = np.vstack([self.X, X])
         self.Y = Y if self.Y is None else np.vstack([self.Y, Y])
         self.rounds_told += 1
+        self._asked = None
 
     @property
     def objective(self) -> np.ndarray:
@@ -161,31 +276,60 @@ class Study:
             raise StudyError("no losses told yet")
         return objective_weights(self.objective_spec, self.Y.shape[1], self.loss_names)
 
+    def _finished(self) -> np.ndarray:
+        if self.Y is None:
+            return np.zeros(0, dtype=bool)
+        return np.all(np.isfinite(self.Y), axis=1)
+
     def recommend(self) -> Result:
         """Fit the surrogate on every successful run so far and search the space with it."""
         if self.Y is None:
             raise StudyError("nothing to recommend from: no runs told yet")
+        if self._recommended is not None and self._recommended[0] == len(self.X):
+            return self._recommended[1]
         weights = self.objective
-        finished = np.all(np.isfinite(self.Y), axis=1)
+        finished = self._finished()
         if finished.sum() < 2:
             raise StudyError(f"only {int(finished.sum())} of {len(self.Y)} proxy runs succeeded; need at least 2")
-        X, y = self.X[finished], self.Y[finished] @ weights
-        model = surrogates.fit(X, y, seed=self.seed, kind=self.surrogate_kind)
+        X, Y = self.X[finished], self.Y[finished]
+        if self.fit_target == "columns":
+            columns = np.flatnonzero(weights > 0)
+            model = surrogates.fit(X, Y[:, columns], seed=self.seed, kind=self.surrogate_kind)
+            model_objective = weights[columns]
+        else:
+            columns = None
+            model = surrogates.fit(X, Y @ weights, seed=self.seed, kind=self.surrogate_kind)
+            model_objective = None
         options = {"seed": self.seed, **self.search_options}
-        found = search(self.space, model.predict, self.search_method, **options)
+        if self.search_method == "constrained":
+            observed = Y @ weights
+            options.setdefault("smooth", bool(getattr(model, "smooth", False)))
+            options.setdefault("extra_starts", X[np.argsort(observed, kind="stable")[:4]])
+        mean = objective_function(model.predict, model_objective)
+        target = mean
+        if self.risk > 0:
+            def target(points):      # pessimistic: the prediction plus `risk` times its uncertainty
+                return mean(points) + self.risk * model.objective_spread(points, model_objective)
+        found = search(self.space, target, self.search_method, **options)
         natural = self.space.natural
-        return Result(
+        result = Result(
             weights=found.weights,
-            predicted=found.predicted,
+            predicted=float(mean(found.weights[None, :])[0]),
             natural=natural,
-            natural_predicted=float(model.predict(natural[None, :])[0]),
+            natural_predicted=float("nan"),
             surrogate=model,
             search=found,
             X=self.X.copy(),
             Y=self.Y.copy(),
             objective=weights,
             cv_scores=dict(getattr(model, "cv_scores_", {})),
+            rounds=len(self.round_sizes),
+            columns=columns,
         )
+        result.natural_predicted = float(result.predict_objective(natural)[0])
+        result.predicted_std = float(result.objective_spread(found.weights)[0])
+        self._recommended = (len(self.X), result)
+        return result
 
 
 def optimize(

@@ -1,48 +1,70 @@
-"""Surrogates: regressors from mixture to loss behind one fit/predict interface."""
+"""Surrogates: regressors from mixture to loss behind one fit/predict interface.
+
+    kind                  model
+    "mixing-law"          Data Mixing Laws: L = c + exp(b + t . w), robust fit, one law per column
+    "mixing-law-wlog"     the same law with log(w + eps) features beside w
+    "linear"              ridge on w
+    "linear-wlog"         ridge on (w, log(w + eps)), penalty by GCV
+    "quadratic"           Scheffe's quadratic mixture model (w and all w_j w_l), ridge by GCV
+    "lightgbm"            LightGBM, leaves sized to the number of runs
+    "regmix-lightgbm"     LightGBM with RegMix's settings exactly
+    "ensemble"            the four smooth models stacked by cross-validation, bootstrap spread
+    "ensemble-lightgbm"   the same with LightGBM as a fifth member (slow to score)
+    "auto"                the default: "ensemble" (the cross-validated choice and combination of
+                          its members), a mixing law when there are too few runs to cross-validate
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
 from mixopt.errors import InputError
-from mixopt.surrogate.base import Surrogate, check_X, check_Xy
+from mixopt.surrogate.base import Replicas, Surrogate, check_X, check_Xy
+from mixopt.surrogate.ensemble import DEFAULT_MEMBERS, MIN_RUNS_FOR_CV, EnsembleSurrogate
 from mixopt.surrogate.lightgbm_model import LightGBMSurrogate
 from mixopt.surrogate.linear import LinearSurrogate
-from mixopt.surrogate.selection import cross_val_predict, cross_val_rmse
+from mixopt.surrogate.mixing_law import MixingLawSurrogate
+from mixopt.surrogate.selection import cross_val_predict, cross_val_rmse, stacking_weights
 
 SURROGATES = {
+    "mixing-law": lambda seed: MixingLawSurrogate(seed=seed, features="w", l2=1e-4),
+    "mixing-law-wlog": lambda seed: MixingLawSurrogate(seed=seed, features="wlog", l2=1e-3),
+    "linear": lambda seed: LinearSurrogate(seed=seed),
+    "linear-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlog"),
+    "quadratic": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="quad"),
     "lightgbm": lambda seed: LightGBMSurrogate(seed=seed),
     "regmix-lightgbm": lambda seed: LightGBMSurrogate(seed=seed, regmix=True),
-    "linear": lambda seed: LinearSurrogate(seed=seed),
+    "ensemble": lambda seed: EnsembleSurrogate(seed=seed),
+    "quadratic-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlogquad"),
+    "ensemble-quad": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("quadratic",)),
+    "ensemble-wlogquad": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("quadratic-wlog",)),
+    "ensemble-lightgbm": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("lightgbm",)),
 }
-AUTO_CANDIDATES = ("lightgbm", "linear")
+KINDS = tuple(SURROGATES) + ("auto",)
 
 
 def make_surrogate(kind: str, seed: int = 0) -> Surrogate:
     if kind not in SURROGATES:
-        raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES) + ['auto']}")
+        raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted(KINDS)}")
     return SURROGATES[kind](seed)
 
 
 def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:
     """Fit a surrogate from mixtures X (n, K) to losses y (n,) or (n, E).
 
-    kind="auto" chooses among AUTO_CANDIDATES by 5-fold cross-validated RMSE on these runs; the
-    chosen model is refitted on all of them and carries `cv_scores_` (kind -> RMSE)."""
-    X, y_checked = check_Xy(X, y)
+    kind="auto" fits the cross-validated ensemble (see the module docstring); the fitted model
+    carries `cv_scores_` (member kind -> cross-validated RMSE, and "ensemble" -> its own) and
+    `weights_` (members x loss columns). Fewer than 8 runs get the mixing law alone."""
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted(KINDS)}")
+    X, Y = check_Xy(X, y)
     if kind != "auto":
         return make_surrogate(kind, seed).fit(X, y)
-    if len(X) < 4:
-        return make_surrogate("linear", seed).fit(X, y)
-    scores = {name: cross_val_rmse(lambda name=name: make_surrogate(name, seed), X, y_checked, seed=seed)
-              for name in AUTO_CANDIDATES}
-    best = min(scores, key=scores.get)
-    model = make_surrogate(best, seed).fit(X, y)
-    model.cv_scores_ = scores
-    return model
+    if len(X) < MIN_RUNS_FOR_CV:
+        return make_surrogate("mixing-law" if len(X) >= X.shape[1] + 2 else "linear", seed).fit(X, y)
+    return make_surrogate("ensemble", seed).fit(X, y)
 
 
 __all__ = [
-    "Surrogate", "LightGBMSurrogate", "LinearSurrogate", "fit", "make_surrogate", "SURROGATES",
-    "cross_val_predict", "cross_val_rmse", "check_X", "check_Xy",
+    "Surrogate", "Replicas", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate", "EnsembleSurrogate",
+    "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
+    "cross_val_predict", "cross_val_rmse", "stacking_weights", "check_X", "check_Xy",
 ]

@@ -30,38 +30,101 @@ def check_Xy(X, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Surrogate:
-    """Base class. Subclasses implement _fit_column(X, y_column, seed) -> model and
-    _predict_column(model, X) -> (n,). Multi-output targets get one model per column."""
+    """Base class. Subclasses implement either _fit(X, Y) / _predict(X) -> (n, E) for all loss
+    columns at once, or _fit_column(X, y, seed) -> model / _predict_column(model, X) -> (n,), one
+    model per column. `smooth` says whether predictions are differentiable in the mixture (the
+    search polishes smooth surrogates with a gradient method)."""
 
     name = "surrogate"
+    smooth = False
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
         self.models_: list | None = None
         self.n_features_: int | None = None
+        self.n_outputs_: int | None = None
         self.single_output_: bool = True
+        self.fitted_: bool = False
 
     def fit(self, X, y) -> "Surrogate":
         single_output = np.ndim(y) == 1
-        X, y = check_Xy(X, y)
-        self.models_ = [self._fit_column(X, y[:, e], self.seed + e) for e in range(y.shape[1])]
+        X, Y = check_Xy(X, y)
+        self._fit(X, Y)
         self.n_features_ = X.shape[1]
+        self.n_outputs_ = Y.shape[1]
         self.single_output_ = single_output
+        self.fitted_ = True
         return self
 
     def predict(self, X) -> np.ndarray:
-        if self.models_ is None:
+        """(n,) for a model fitted on a 1-d y, else (n, E)."""
+        columns = self._predict(self._check_predict_input(X))
+        return columns[:, 0] if self.single_output_ else columns
+
+    def predict_std(self, X) -> np.ndarray:
+        """The model's own uncertainty at X (same shape as predict). Models without one say 0."""
+        X = self._check_predict_input(X)
+        std = self._predict_std(X)
+        return std[:, 0] if self.single_output_ else std
+
+    def predict_replicas(self, X) -> np.ndarray | None:
+        """(R, n, E) predictions of R bootstrap replicas, or None for models without them."""
+        return None
+
+    def objective_spread(self, X, weights: np.ndarray | None = None) -> np.ndarray:
+        """(n,) uncertainty of the objective sum_e weights_e * prediction_e at X (weights None: the
+        single output). Here the spread over bootstrap replicas; ensembles add their members'
+        disagreement."""
+        replicas = self.predict_replicas(X)
+        if replicas is None:
+            return np.zeros(len(np.atleast_2d(X)))
+        return np.std(_combine(replicas, weights), axis=0)
+
+    def _check_predict_input(self, X) -> np.ndarray:
+        if not self.fitted_:
             raise InputError(f"{self.name} surrogate is not fitted: call fit(X, y) first")
         X = check_X(X)
         if X.shape[1] != self.n_features_:
             raise InputError(f"X has {X.shape[1]} columns, the surrogate was fitted on {self.n_features_}")
-        columns = np.stack([self._predict_column(model, X) for model in self.models_], axis=1)
-        return columns[:, 0] if self.single_output_ else columns
+        return X
 
     def save(self, directory) -> dict:
         """Persist the fitted model under `directory` without pickle (LightGBM text format, JSON)
         and return a JSON-ready description: {"kind": ..., "files": [...], ...}."""
         raise NotImplementedError(f"{type(self).__name__} cannot be saved")
+
+    # -- copies fitted on reweighted rows (cross-validation folds, bootstrap replicas) -----------
+    def get_params(self) -> dict:
+        """The constructor arguments (scikit-learn style): clone() builds an unfitted twin."""
+        return {"seed": self.seed}
+
+    def clone(self) -> "Surrogate":
+        return type(self)(**self.get_params())
+
+    def fit_replicas(self, X, Y, W) -> "Replicas":
+        """Fit one copy per row of W (R, n): row weights, 0 = unused, integer counts repeat rows
+        (folds are 0/1 masks, bootstrap replicas multinomial counts). Subclasses that can solve
+        all copies at once override this."""
+        X, Y = check_Xy(X, Y)
+        models = []
+        for weights in np.asarray(W):
+            rows = np.repeat(np.arange(len(X)), np.round(weights).astype(int))
+            models.append(self.clone().fit(X[rows], Y[rows]))
+        return ModelReplicas(models)
+
+    def bootstrap(self, X, Y, W) -> "Replicas":
+        """Replicas for uncertainty (W: resampling counts); may warm-start from this fit."""
+        return self.fit_replicas(X, Y, W)
+
+    # -- for subclasses ------------------------------------------------------------------------
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        self.models_ = [self._fit_column(X, Y[:, e], self.seed + e) for e in range(Y.shape[1])]
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.stack([self._predict_column(model, X) for model in self.models_], axis=1)
+
+    def _predict_std(self, X: np.ndarray) -> np.ndarray:
+        return np.zeros((len(X), self.n_outputs_))
 
     def _fit_column(self, X: np.ndarray, y: np.ndarray, seed: int):
         raise NotImplementedError
@@ -71,3 +134,34 @@ class Surrogate:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed})"
+
+
+class Replicas:
+    """Copies of a surrogate fitted on reweighted rows. predict(X) -> (R, n, E); predict(X, r) -> (n, E)."""
+
+    def predict(self, X: np.ndarray, replica: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class ModelReplicas(Replicas):
+    def __init__(self, models: list):
+        self.models = models
+
+    def predict(self, X, replica=None):
+        def one(model):
+            out = model.predict(X)
+            return out[:, None] if out.ndim == 1 else out
+        if replica is not None:
+            return one(self.models[replica])
+        return np.stack([one(model) for model in self.models])
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def _combine(values: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """(..., n, E) -> (..., n): the objective (first column when weights is None)."""
+    return values[..., 0] if weights is None else values @ np.asarray(weights, dtype=np.float64)

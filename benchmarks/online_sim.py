@@ -1,0 +1,124 @@
+"""Online mixers on dynamic simulators: stratified, best static in hindsight, aioli, auto.
+
+    python benchmarks/online_sim.py            # 18 cases (6 families x K = 3, 8, 20), 3 runs each
+    python benchmarks/online_sim.py --quick    # 6 cases, 2 runs each
+
+Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
+with cumulative, diminishing-returns exposure through a transfer matrix; repetition penalties,
+negative transfer, forgetting, weighted objectives; noisy evaluations). Losses reported are the
+final noise-free objective; each method's is the mean over `--reps` runs (fresh mixer seed and
+eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_best_static).
+Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
+10x shorter proxy run (`proxy`), and auto started from that recommendation (`auto+proxy`).
+The last lines: the cost of one ask + tell at K = 100 (median over rounds of a full run, in
+microseconds), then the one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mixopt import online  # noqa: E402
+from mixopt.online import simulate as S  # noqa: E402
+
+
+def mean_run(method: str, sim: S.Simulator, reps: int, **options) -> float:
+    values = []
+    for rep in range(reps):
+        mixer = online.create(method, domains=sim.K, steps=sim.steps, seed=rep, objective=sim.weights, **options)
+        values.append(S.run(mixer, sim, seed=1000 + rep).objective)
+    return float(np.mean(values))
+
+
+def reference_trajectory(sim: S.Simulator, rounds: int = 100):
+    """A stratified run's noise-free losses every steps // rounds steps: DoReMi's reference model."""
+    sim.reset(0)
+    n = max(1, sim.steps // rounds)
+    uniform = np.full(sim.K, 1.0 / sim.K)
+    at, losses = [0], [sim.losses()]
+    while sim.t < sim.steps:
+        sim.train(uniform, min(n, sim.steps - sim.t))
+        at.append(sim.t)
+        losses.append(sim.losses())
+    return np.array(losses), np.array(at, dtype=float)
+
+
+def proxy_recommendation(sim: S.Simulator) -> np.ndarray:
+    """The best static mixture of a run 10x shorter: what a proxy study would recommend."""
+    proxy = S.Simulator(dataclasses.replace(sim.model, steps=max(10, sim.steps // 10)))
+    return S.best_static(proxy)[0]
+
+
+def ask_tell_us(method: str, K: int = 100, steps: int = 400_000, runs: int = 3) -> float:
+    """Median wall time of one ask() + next_steps + tell() at K domains, in microseconds."""
+    times = []
+    for run in range(runs):
+        mixer = online.create(method, domains=K, steps=steps, seed=run)
+        rng = np.random.default_rng(run)
+        losses = np.full(K, 3.0)
+        while not mixer.done:
+            start = time.perf_counter()
+            p = mixer.ask()
+            n = mixer.next_steps
+            losses = losses - 1e-4 * p * n / K + 1e-3 * rng.standard_normal(K)
+            mixer.tell(losses)
+            times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1e6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one case per family, 2 runs each")
+    parser.add_argument("--reps", type=int, default=None, help="runs per method and case")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    reps = args.reps or (2 if args.quick else 3)
+    started = time.time()
+    cases = S.suite(quick=args.quick, seed=args.seed)
+    header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
+              f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}")
+    print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better)")
+    print(header)
+    rows = []
+    for case in cases:
+        sim = case.simulator()
+        strat = mean_run("stratified", sim, 1)
+        best = S.best_static_cached(case)[1]
+        aioli = mean_run("aioli", sim, reps)
+        auto = mean_run("auto", sim, reps)
+        ref, at = reference_trajectory(sim)
+        doremi = mean_run("doremi", sim, reps, reference_losses=ref, reference_steps=at)
+        proxy_p = proxy_recommendation(sim)
+        proxy = S.static_objective(sim, proxy_p)
+        auto_proxy = mean_run("auto", sim, reps, prior=proxy_p)
+        gap = strat - best
+        row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
+                   aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,
+                   proxy=proxy, auto_proxy=auto_proxy)
+        rows.append(row)
+        print(f"{case.name:40s} {strat:8.4f} {best:8.4f} {aioli:8.4f} {auto:8.4f} {row['aioli_gc']:+8.2f} "
+              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f}", flush=True)
+    us_auto = ask_tell_us("auto")
+    us_aioli = ask_tell_us("aioli", steps=200_000, runs=1)
+    print(f"ask+tell at K=100 (median over a run's rounds): auto {us_auto:.0f} us, aioli {us_aioli:.0f} us")
+    n = len(rows)
+    aioli_wins = sum(r["aioli"] < r["strat"] for r in rows)
+    auto_wins = sum(r["auto"] < r["strat"] for r in rows)
+    closed = np.array([r["auto_gc"] for r in rows])
+    print(f"auto+proxy beats the proxy's static recommendation on "
+          f"{sum(r['auto_proxy'] < r['proxy'] for r in rows)}/{n}; elapsed {time.time() - started:.0f} s")
+    print(f"online sim: cases={n} aioli_beats_stratified={aioli_wins}/{n} auto_beats_stratified={auto_wins}/{n} "
+          f"auto_gap_closed_min={closed.min():.2f} auto_gap_closed_mean={closed.mean():.2f} "
+          f"ask_tell_us_100={us_auto:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Online data mixing during the large run: ask for proportions, train, tell the losses.
+
+The protocol (one "round" is one ask/tell):
+
+    mixer = mixopt.online.create("auto", domains=names, steps=T, prior=p_static, seed=0)
+    step = 0
+    while not mixer.done:                  # equivalently: while step < T
+        p = mixer.ask()                    # (K,) proportions: on the simplex, finite, inside bounds
+        n = mixer.next_steps               # train exactly n steps on p (n may be 0: evaluate only)
+        train(model, p, n)
+        mixer.tell(eval_losses(model))     # (K,) per-domain eval losses measured after those n steps
+        step += n
+        mixer.save(checkpoint_dir / "mixer.json")   # resumable, atomically written JSON
+
+* `ask()` returns the same proportions until `tell()`; the proportions hold for `next_steps`
+  training steps (the trainer samples its batches from them). The segments of a run add up to
+  exactly `steps`; the mixer is `done` when they have all been told.
+* `tell(losses)`: NaN marks a domain that was not evaluated this round; anything else must be
+  finite (InputError, naming `losses`). Losses are eval losses of the model being trained, at the
+  end of the segment. A 0-step segment (aioli and auto ask for one at step 0) is an evaluation
+  of the untrained starting point.
+* Probing methods (aioli) control what is trained during their probes: during a LearnParams sweep
+  `ask()` returns a one-hot-ish probe mixture and `next_steps` its `lp_steps`; `mixer.probing`
+  tells which. Probe steps are real training steps of the main model with its optimizer and
+  learning-rate schedule, and they count against `steps`: Aioli's released code keeps them (no
+  rollback: learn_params_subroutine trains self.model with self.optimizer and then
+  counter += lp_duration), so nothing has to be snapshotted or restored.
+* `state_dict()` is JSON-ready (configuration, counters, random stream, learned state);
+  `mixer.save(path)` writes it atomically; `mixopt.online.load(path_or_state)` rebuilds the mixer,
+  and a resumed mixer continues exactly as an uninterrupted one would (also between ask and tell).
+* `create(method, domains, steps, prior=None, seed=0, **options)`: `domains` is a list of names
+  (or a count), `steps` the training steps of the run (or of the phase, inside a Schedule),
+  `prior` the starting mixture (for `static` the mixture held; None: uniform). Options of every
+  method: `min_weights`, `max_weights` (per-domain bounds: a scalar or K values) and `objective`
+  (K non-negative weights of the per-domain losses in the objective; equal when omitted). Method
+  options are documented on each class; unknown options raise InputError.
+
+Methods (METHODS):
+* `stratified`: uniform. `static`: holds the prior.
+* `aioli`: Aioli (Chen et al. 2024) as in its released code -- see mixopt/online/aioli.py.
+* `doremi`: DoReMi's exponentiated-gradient reweighting on excess loss over a reference model's
+  losses (option `reference_losses`), online on the main model.
+* `auto`: ours -- greedy exponentiated gradient on transfer-aware marginal gains learned from
+  every evaluation, no probe steps, starting at the prior and moving as the evidence grows.
+
+Schedules (mixopt/online/schedule.py): `Schedule(domains, steps, phases=[Phase(until=0.85,
+method="auto", prior=p), Phase(until=1.0, method="static", prior=upweight(p, {...}, domains))])`
+has the same protocol; each phase's mixer adapts within its phase.
+
+Simulators for all of this live in mixopt/online/simulate.py (imported on demand: it needs scipy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mixopt.errors import InputError
+from mixopt.online.aioli import AioliMixer
+from mixopt.online.auto import AutoMixer
+from mixopt.online.base import OnlineMixer, read_state
+from mixopt.online.baselines import StaticMixer, StratifiedMixer
+from mixopt.online.doremi import DoReMiMixer
+from mixopt.online.schedule import Phase, Schedule, upweight
+
+_REGISTRY = {cls.method: cls for cls in (AioliMixer, AutoMixer, DoReMiMixer, StaticMixer, StratifiedMixer)}
+METHODS = tuple(sorted(_REGISTRY))
+
+__all__ = ["create", "load", "METHODS", "OnlineMixer", "Schedule", "Phase", "upweight",
+           "AioliMixer", "AutoMixer", "DoReMiMixer", "StaticMixer", "StratifiedMixer"]
+
+
+def create(method: str, domains, steps, prior=None, seed=0, **options) -> OnlineMixer:
+    """A new online mixer; see the module docstring for the protocol and METHODS."""
+    if not isinstance(method, str) or method not in _REGISTRY:
+        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
+    return _REGISTRY[method](domains, steps, prior=prior, seed=seed, **options)
+
+
+def load(source) -> OnlineMixer | Schedule:
+    """A mixer (or Schedule) from `state_dict()` output or from the JSON file `save()` wrote."""
+    state = read_state(source)
+    method = state.get("method")
+    if method == Schedule.method:
+        return Schedule.from_state(state)
+    if method not in _REGISTRY:
+        raise InputError(f"state: unknown method {method!r}")
+    try:
+        options = state["options"]
+        if not isinstance(options, Mapping):
+            raise TypeError("options is not a mapping")
+        mixer = create(method, state["domains"], state["steps"], prior=state["prior"], seed=state["seed"],
+                       min_weights=state["min_weights"], max_weights=state["max_weights"],
+                       objective=state["objective"], **options)
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"state: malformed mixer state ({type(exc).__name__}: {exc})") from exc
+    mixer.load_state_dict(state)
+    return mixer

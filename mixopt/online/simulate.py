@@ -1,0 +1,359 @@
+"""Dynamic simulators of per-domain losses during one training run, for online mixers.
+
+A simulator holds the state of a run: the cumulative exposure e_i (steps' worth of domain i seen
+so far) and, for forgetting models, a leaky recent exposure m_i. Training n steps on proportions
+p adds n * p to e (and relaxes m towards p * h). The per-domain losses are
+
+    x_i  = repetition-adjusted exposure: e_i up to one epoch of domain i (N_i steps' worth), then
+           N_i (1 + R (1 - exp(-(e_i / N_i - 1) / R)))            (Muennighoff et al. 2023)
+    k_i  = (1 - phi_i) x_i + phi_i m_i,  dm_i/dt = p_i - m_i / h_i (phi = 0: no forgetting)
+    z_j  = max(sum_i A_ij k_i, 0)                (transfer: A_jj = 1, A_ij >= 0 or even < 0)
+    L_j  = E_j + B_j (1 + z_j / s_j)^(-alpha_j)   (power law), or E_j + B_j exp(-z_j / s_j)
+           + c_j max(0, e_j / N_j - 4)^2            (over-repetition raises a small domain's loss)
+
+and an observation adds noise sigma_j (sqrt(1 - rho) eps_j + sqrt(rho) eps_common). The
+objective is the objective-weighted mean of the final noise-free losses.
+
+Use:
+    sim = make_simulator("powerlaw", K=8, steps=5000, seed=3, noise=0.01)
+    result = run(mixer, sim)                  # drives mixer.ask / next_steps / tell to the end
+    p_best, l_best = best_static(sim)         # the best constant mixture in hindsight
+    static_objective(sim, p)                  # final objective of a constant mixture (exact)
+
+Without forgetting the final losses depend only on the total exposure, so the best static
+mixture in hindsight is also the best schedule; with forgetting recent data counts more and a
+schedule can beat it. `suite()` lists the benchmark cases (several families, K from 3 to 20).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from scipy.optimize import minimize
+
+from mixopt.errors import InputError
+
+FAMILIES = ("powerlaw", "saturating", "repetition", "interference", "forgetting", "targeted")
+
+
+@dataclass(frozen=True)
+class LossModel:
+    """The parameters of a dynamic simulator (all per-domain arrays have length K)."""
+
+    name: str
+    steps: int
+    E: np.ndarray
+    B: np.ndarray
+    alpha: np.ndarray
+    scale: np.ndarray
+    exponential: np.ndarray            # bool: exponential saturation instead of a power law
+    transfer: np.ndarray               # (K, K): A[i, j] = value of domain i's data for domain j
+    epoch_steps: np.ndarray            # steps of pure domain i that make one epoch (inf: unlimited)
+    repeat_r: float = 5.0              # Muennighoff's R*: how fast repeated data loses value
+    overfit: np.ndarray | None = None  # loss rise per (epochs - 4)^2
+    forget: np.ndarray | None = None   # phi: the transient share of what is learned
+    halflife: np.ndarray | None = None  # h: the time constant of the transient share, in steps
+    noise: np.ndarray | None = None    # sigma per domain
+    noise_corr: float = 0.3
+    weights: np.ndarray | None = None  # objective weights (sum to one)
+
+    @property
+    def K(self) -> int:
+        return len(self.E)
+
+
+class Simulator:
+    """One run of a LossModel: `train(p, n)`, `observe()`, `losses()`; snapshot/restore."""
+
+    def __init__(self, model: LossModel, seed: int = 0):
+        self.model = model
+        self.K = model.K
+        self.steps = model.steps
+        self.weights = (np.full(self.K, 1.0 / self.K) if model.weights is None else model.weights)
+        self.reset(seed)
+
+    def reset(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.exposure = np.zeros(self.K)
+        self.recent = np.zeros(self.K)
+        self.t = 0
+
+    def snapshot(self) -> tuple:
+        return (self.exposure.copy(), self.recent.copy(), self.t, self.rng.bit_generator.state)
+
+    def restore(self, snap: tuple) -> None:
+        self.exposure, self.recent, self.t = snap[0].copy(), snap[1].copy(), snap[2]
+        self.rng.bit_generator.state = snap[3]
+
+    def train(self, p, n: int) -> None:
+        p = np.asarray(p, dtype=np.float64)
+        if n <= 0:
+            return
+        self.exposure = self.exposure + n * p
+        if self.model.forget is not None:
+            decay = np.exp(-n / self.model.halflife)
+            self.recent = self.recent * decay + p * self.model.halflife * (1 - decay)
+        self.t += n
+
+    def losses(self) -> np.ndarray:
+        """The noise-free per-domain losses now."""
+        return _losses(self.model, self.exposure[None, :], self.recent[None, :])[0]
+
+    def observe(self) -> np.ndarray:
+        """The per-domain eval losses a trainer would measure now (with noise)."""
+        clean = self.losses()
+        if self.model.noise is None:
+            return clean
+        own = self.rng.standard_normal(self.K)
+        common = self.rng.standard_normal()
+        rho = self.model.noise_corr
+        return clean + self.model.noise * (np.sqrt(1 - rho) * own + np.sqrt(rho) * common)
+
+    def objective(self, losses=None) -> float:
+        losses = self.losses() if losses is None else losses
+        return float((self.weights * losses).sum())
+
+
+def _losses(model: LossModel, exposure: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    """Per-domain losses for rows of exposures (n, K) -> (n, K)."""
+    N = model.epoch_steps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        epochs = np.where(np.isfinite(N), exposure / N, 0.0)
+    R = model.repeat_r
+    x = np.where(epochs <= 1, exposure, N * (1 + R * (1 - np.exp(-(epochs - 1) / R))))
+    if model.forget is not None:
+        x = (1 - model.forget) * x + model.forget * recent
+    z = np.maximum((x[:, :, None] * model.transfer[None, :, :]).sum(axis=1), 0.0)   # x @ A, elementwise
+    u = z / model.scale
+    curve = np.where(model.exponential, np.exp(-u), (1 + u) ** (-model.alpha))
+    loss = model.E + model.B * curve
+    if model.overfit is not None:
+        loss = loss + model.overfit * np.maximum(0.0, epochs - 4.0) ** 2
+    return loss
+
+
+def static_objective(sim: Simulator, p) -> np.ndarray | float:
+    """Exact final objective of training the whole run on constant mixture(s) p: (K,) or (n, K)."""
+    model = sim.model
+    p = np.asarray(p, dtype=np.float64)
+    rows = np.atleast_2d(p)
+    exposure = model.steps * rows
+    if model.forget is not None:
+        recent = rows * model.halflife * (1 - np.exp(-model.steps / model.halflife))
+    else:
+        recent = np.zeros_like(rows)
+    values = _losses(model, exposure, recent) @ sim.weights
+    return float(values[0]) if p.ndim == 1 else values
+
+
+def best_static(sim: Simulator, restarts: int = 8, seed: int = 0, lower=None, upper=None):
+    """The best constant mixture in hindsight: multi-start SLSQP over the simplex (and bounds).
+
+    Returns (p, objective)."""
+    K = sim.K
+    lo = np.zeros(K) if lower is None else np.asarray(lower, dtype=np.float64)
+    hi = np.ones(K) if upper is None else np.asarray(upper, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    uniform = np.full(K, 1.0 / K)
+    starts = [uniform]
+    # a greedy start: the best of the "mostly one domain" mixtures, then random Dirichlet draws
+    tilted = 0.5 * np.eye(K) + 0.5 / K
+    starts.append(tilted[int(np.argmin(static_objective(sim, tilted)))])
+    for index in range(max(0, restarts - 2)):
+        starts.append(rng.dirichlet(np.full(K, 1.0 if index % 2 else 0.3)))
+    constraint = {"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(K)}
+    best_p, best_value = uniform, static_objective(sim, uniform)
+
+    def value(w):
+        return static_objective(sim, np.clip(w, 0.0, None))
+
+    def gradient(w, h=1e-6):
+        w = np.clip(w, 0.0, None)
+        points = np.clip(w[None, :] + h * np.eye(K), 0.0, None)
+        return (static_objective(sim, points) - static_objective(sim, w)) / h
+
+    for start in starts:
+        start = np.clip(start, lo, hi)
+        start = start / start.sum()
+        result = minimize(value, start, jac=gradient, method="SLSQP", bounds=list(zip(lo, hi)),
+                          constraints=[constraint], options={"maxiter": 300, "ftol": 1e-12})
+        w = np.clip(result.x, lo, hi)
+        w = w / w.sum()
+        v = static_objective(sim, w)
+        if v < best_value:
+            best_p, best_value = w, v
+    return best_p, float(best_value)
+
+
+@dataclass
+class RunResult:
+    objective: float                   # final noise-free objective
+    losses: np.ndarray                 # final noise-free per-domain losses
+    mean_mixture: np.ndarray           # step-weighted average of the proportions trained
+    segments: int                      # ask/tell rounds
+    trajectory: list = field(default_factory=list)   # (step, proportions, steps) per segment
+
+
+def run(mixer, sim: Simulator, seed: int = 0, record: bool = False) -> RunResult:
+    """Drive `mixer` through a whole run of `sim` with the generic training loop:
+
+        while not mixer.done: p = mixer.ask(); n = mixer.next_steps; train n steps; mixer.tell(eval)
+    """
+    if mixer.K != sim.K:
+        raise InputError(f"mixer has {mixer.K} domains, simulator {sim.K}")
+    if mixer.steps != sim.steps:
+        raise InputError(f"mixer plans {mixer.steps} steps, simulator runs {sim.steps}")
+    sim.reset(seed)
+    total = np.zeros(sim.K)
+    trajectory = []
+    idle = 0
+    segments = 0
+    while not mixer.done:
+        p = mixer.ask()
+        n = mixer.next_steps
+        if not (np.all(np.isfinite(p)) and abs(p.sum() - 1) < 1e-6 and np.all(p >= -1e-12)):
+            raise AssertionError(f"mixer returned a mixture off the simplex: {p}")
+        idle = idle + 1 if n == 0 else 0
+        if idle > 3:
+            raise AssertionError("mixer asked for several zero-step segments in a row")
+        if record:
+            trajectory.append((sim.t, p.copy(), n))
+        sim.train(p, n)
+        total += n * p
+        mixer.tell(sim.observe())
+        segments += 1
+    return RunResult(objective=sim.objective(), losses=sim.losses(), mean_mixture=total / max(sim.t, 1),
+                     segments=segments, trajectory=trajectory)
+
+
+# ------------------------------------------------------------------ random families
+
+
+def _transfer(rng, K: int, kind: str) -> np.ndarray:
+    A = np.eye(K)
+    off = ~np.eye(K, dtype=bool)
+    if kind == "sparse":
+        mask = rng.random((K, K)) < 0.35
+        A[off & mask] = rng.uniform(0.05, 0.5, size=(K, K))[off & mask]
+    elif kind == "lowrank":
+        # a few "general" domains teach everyone (web text), the rest teach little
+        teach = rng.uniform(0.0, 1.0, size=K) ** 2
+        learn = rng.uniform(0.3, 1.0, size=K)
+        A = np.eye(K) + 0.8 * np.outer(teach, learn) * off
+    elif kind == "block":
+        groups = rng.integers(0, max(2, K // 3), size=K)
+        same = groups[:, None] == groups[None, :]
+        A[off & same] = rng.uniform(0.3, 0.8, size=(K, K))[off & same]
+        A[off & ~same] = rng.uniform(0.0, 0.1, size=(K, K))[off & ~same]
+    elif kind == "negative":
+        mask = rng.random((K, K)) < 0.4
+        values = rng.uniform(-0.3, 0.5, size=(K, K))
+        A[off & mask] = values[off & mask]
+    else:
+        raise InputError(f"unknown transfer kind {kind!r}")
+    return A
+
+
+def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.01) -> LossModel:
+    """A random LossModel of one family. Families: powerlaw, saturating, repetition,
+    interference, forgetting, targeted (see FAMILIES)."""
+    if family not in FAMILIES:
+        raise InputError(f"family must be one of {FAMILIES}, got {family!r}")
+    rng = np.random.default_rng([seed, K, steps, FAMILIES.index(family)])
+    E = rng.uniform(1.5, 3.5, size=K)
+    B = np.exp(rng.uniform(np.log(0.4), np.log(3.0), size=K))
+    alpha = rng.uniform(0.25, 0.7, size=K)
+    scale = steps * 10 ** rng.uniform(-3.0, -1.3, size=K)
+    exponential = np.zeros(K, dtype=bool)
+    epoch_steps = np.full(K, np.inf)
+    overfit = forget = halflife = weights = None
+    transfer_kind = {"powerlaw": "sparse", "saturating": "block", "repetition": "sparse",
+                     "interference": "negative", "forgetting": "sparse", "targeted": "lowrank"}[family]
+    if family == "saturating":
+        exponential = rng.random(K) < 0.5
+        scale = np.where(exponential, steps * 10 ** rng.uniform(-2.5, -0.8, size=K), scale)
+    if family == "repetition":
+        small = rng.random(K) < 0.4
+        small[rng.integers(K)] = True
+        epoch_steps = np.where(small, steps * rng.uniform(0.005, 0.04, size=K), np.inf)
+        B = np.where(small, B * 1.5, B)                     # small domains: high quality, high value
+        overfit = np.where(small, rng.uniform(0.005, 0.03, size=K), 0.0)
+    if family == "forgetting":
+        forget = rng.uniform(0.3, 0.7, size=K)
+        halflife = steps * rng.uniform(0.05, 0.3, size=K)
+    if family == "targeted":
+        targets = rng.choice(K, size=max(1, K // 4), replace=False)
+        weights = np.full(K, 0.3 / K)
+        weights[targets] += 0.7 / len(targets)
+        weights /= weights.sum()
+    model = LossModel(
+        name=f"{family}-K{K}-T{steps}-s{seed}", steps=int(steps), E=E, B=B, alpha=alpha, scale=scale,
+        exponential=exponential, transfer=_transfer(rng, K, transfer_kind), epoch_steps=epoch_steps,
+        overfit=overfit, forget=forget, halflife=halflife,
+        noise=None if noise <= 0 else np.full(K, float(noise)) * rng.uniform(0.5, 1.5, size=K),
+        weights=weights,
+    )
+    return model
+
+
+def make_simulator(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.01) -> Simulator:
+    return Simulator(make_model(family, K, steps, seed, noise))
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    K: int
+    steps: int
+    noise: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}/K{self.K}/T{self.steps}/noise{self.noise:g}/s{self.seed}"
+
+    def simulator(self) -> Simulator:
+        return make_simulator(self.family, self.K, self.steps, self.seed, self.noise)
+
+
+_BEST: dict = {}
+
+
+def best_static_cached(case: Case):
+    """best_static of a case's simulator, computed once per process."""
+    if case not in _BEST:
+        _BEST[case] = best_static(case.simulator())
+    return _BEST[case]
+
+
+def relative_gap(sim: Simulator, best: float) -> float:
+    """(L_stratified - L_best) / (L_stratified - floor): the share of the loss still reducible at
+    the uniform mixture (floor: the objective-weighted asymptotes) that the best mixture removes."""
+    strat = static_objective(sim, np.full(sim.K, 1.0 / sim.K))
+    floor = float(sim.weights @ sim.model.E)
+    return (strat - best) / max(strat - floor, 1e-12)
+
+
+def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01) -> list[Case]:
+    """The benchmark cases: every family at K = 3, 8 and 20 (T = 5k, 10k, 20k steps; eval noise
+    0.003, 0.01, 0.02), or one setting per family with `quick`. Only cases where the mixture
+    matters: a draw whose best static mixture removes less than `min_gap` of the loss still
+    reducible at the uniform mixture is redrawn (next seed; at most 20 tries), since there the
+    gap that "gap closed" divides by is noise."""
+    settings = [(3, 5000, 0.003), (8, 10000, 0.01), (20, 20000, 0.02)]
+    cases = []
+    for index, family in enumerate(FAMILIES):
+        chosen = [settings[index % 3]] if quick else settings
+        for K, steps, noise in chosen:
+            for attempt in range(20):
+                case = Case(family, K, steps, noise, seed + attempt)
+                if relative_gap(case.simulator(), best_static_cached(case)[1]) >= min_gap:
+                    break
+            cases.append(case)
+    return cases
+
+
+def with_noise(model: LossModel, noise: float) -> LossModel:
+    """The same loss model with another observation noise level."""
+    return replace(model, noise=None if noise <= 0 else np.full(model.K, float(noise)))

@@ -1,0 +1,389 @@
+"""Online mixers: protocol, invariants, resumability, Aioli's schedule and arithmetic, behaviour."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mixopt.errors import InputError, StoreError
+from mixopt.online import METHODS, Phase, Schedule, create, load, upweight
+from mixopt.online import simulate as S
+from mixopt.online.base import project
+
+
+def _sim(family="powerlaw", K=4, steps=3000, seed=0, noise=0.005):
+    return S.make_simulator(family, K, steps, seed, noise)
+
+
+def _options(method, sim):
+    if method == "doremi":
+        return {"reference_losses": np.full(sim.K, 2.0)}
+    if method in ("static", "stratified"):
+        return {"round_steps": 300}
+    return {}
+
+
+def _drive(mixer, sim, noise_seed=0, stop_after=None):
+    """The generic training loop; returns [(proportions, steps)] per segment."""
+    sim.reset(noise_seed)
+    trajectory = []
+    while not mixer.done:
+        if stop_after is not None and len(trajectory) >= stop_after:
+            break
+        p = mixer.ask()
+        n = mixer.next_steps
+        trajectory.append((p.copy(), n))
+        sim.train(p, n)
+        mixer.tell(sim.observe())
+    return trajectory
+
+
+# ------------------------------------------------------------------ protocol and invariants
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_protocol_shapes_simplex_bounds_and_budget(method):
+    sim = _sim(K=4, steps=2400)
+    low = np.array([0.05, 0.0, 0.1, 0.0])
+    high = np.array([0.6, 0.5, 0.6, 0.3])
+    prior = np.array([0.3, 0.2, 0.3, 0.2])
+    mixer = create(method, ["a", "b", "c", "d"], 2400, prior=prior, seed=1, min_weights=low,
+                   max_weights=high, **_options(method, sim))
+    trajectory = _drive(mixer, sim)
+    assert mixer.done and mixer.step == 2400
+    assert sum(n for _, n in trajectory) == 2400
+    for p, n in trajectory:
+        assert p.shape == (4,) and np.all(np.isfinite(p))
+        assert abs(p.sum() - 1) < 1e-9
+        assert np.all(p >= low - 1e-9) and np.all(p <= high + 1e-9)
+        assert n >= 0
+    assert mixer.ask().shape == (4,) and mixer.next_steps == 0     # a finished mixer asks for nothing
+
+
+def test_ask_is_stable_until_tell():
+    mixer = create("auto", 3, 900, seed=0)
+    first = mixer.ask()
+    assert np.array_equal(first, mixer.ask()) and mixer.next_steps == mixer.next_steps
+
+
+def test_static_holds_the_prior_and_stratified_is_uniform():
+    sim = _sim(K=3, steps=1000)
+    prior = np.array([0.5, 0.3, 0.2])
+    static = create("static", 3, 1000, prior=prior, round_steps=100)
+    for p, _ in _drive(static, sim):
+        np.testing.assert_allclose(p, prior)
+    stratified = create("stratified", 3, 1000, prior=prior, round_steps=250)
+    segments = _drive(stratified, sim)
+    assert len(segments) == 4
+    for p, _ in segments:
+        np.testing.assert_allclose(p, np.full(3, 1 / 3))
+    bounded = create("stratified", 3, 1000, max_weights=[0.2, 1.0, 1.0])
+    np.testing.assert_allclose(bounded.ask(), [0.2, 0.4, 0.4])
+
+
+@pytest.mark.parametrize("method", ["aioli", "auto", "doremi"])
+def test_same_seed_same_run_and_nan_losses_are_tolerated(method):
+    sim = _sim(K=3, steps=2000)
+    runs = [_drive(create(method, 3, 2000, seed=7, **_options(method, sim)), sim, noise_seed=3) for _ in range(2)]
+    assert len(runs[0]) == len(runs[1])
+    for (p, n), (q, m) in zip(*runs):
+        assert n == m and np.array_equal(p, q)
+    mixer = create(method, 3, 2000, seed=7, **_options(method, sim))
+    sim.reset(0)
+    while not mixer.done:
+        p = mixer.ask()
+        sim.train(p, mixer.next_steps)
+        losses = sim.observe()
+        losses[1] = np.nan                              # domain 1 never evaluated
+        mixer.tell(losses)
+        assert np.all(np.isfinite(mixer.ask())) and abs(mixer.ask().sum() - 1) < 1e-9
+
+
+# ------------------------------------------------------------------ state: save, load, resume
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_from_saved_state_continues_identically(method, tmp_path):
+    sim = _sim(K=3, steps=2400, seed=2)
+    options = _options(method, sim)
+    reference = _drive(create(method, 3, 2400, seed=5, **options), sim, noise_seed=9)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        cut = int(rng.integers(1, len(reference)))
+        mixer = create(method, 3, 2400, seed=5, **options)
+        sim.reset(9)
+        trajectory = []
+        for index in range(cut):
+            p = mixer.ask()
+            n = mixer.next_steps
+            trajectory.append((p.copy(), n))
+            sim.train(p, n)
+            mixer.tell(sim.observe())
+        if index % 2:
+            mixer.ask()                                   # also interrupt between ask and tell
+        path = tmp_path / f"{method}.json"
+        mixer.save(path)
+        json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+        snapshot = sim.snapshot()
+        resumed = load(path)
+        sim.restore(snapshot)
+        while not resumed.done:
+            p = resumed.ask()
+            n = resumed.next_steps
+            trajectory.append((p.copy(), n))
+            sim.train(p, n)
+            resumed.tell(sim.observe())
+        assert len(trajectory) == len(reference)
+        for (p, n), (q, m) in zip(trajectory, reference):
+            assert n == m and np.array_equal(p, q)
+
+
+def test_state_dict_is_strict_json_and_load_accepts_the_dict():
+    mixer = create("auto", ["x", "y"], 1000, seed=1)
+    sim = _sim(K=2, steps=1000)
+    _drive(mixer, sim, stop_after=6)
+    state = json.loads(json.dumps(mixer.state_dict(), allow_nan=False))
+    again = load(state)
+    assert np.array_equal(again.ask(), mixer.ask()) and again.step == mixer.step
+
+
+def test_load_rejects_foreign_or_mismatched_state(tmp_path):
+    with pytest.raises(InputError, match="state"):
+        load({"format": "something-else"})
+    mixer = create("auto", 3, 900)
+    other = create("auto", 3, 1000)
+    with pytest.raises(InputError, match="state"):
+        other.load_state_dict(mixer.state_dict())
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(StoreError):
+        load(broken)
+
+
+# ------------------------------------------------------------------ aioli: faithful to the released code
+
+
+def test_aioli_round_schedule_matches_the_arxiv_stackexchange_recipe():
+    # the README / scripts/arxiv_stackexchange recipe: 2 groups, 5000 steps, 250 per round,
+    # 4 sweeps x 4 steps per group = 32 probe steps per round (12.8%), one-hot factor 0.625
+    mixer = create("aioli", ["arxiv", "stackexchange"], 5000, seed=0)
+    o = mixer.options
+    assert (o["lp_rounds"], o["lp_steps"], o["update_steps"], o["eta"], o["ema"], o["one_hot_factor"]) == \
+        (4, 4, 250, 0.2, 0.1, 0.625)
+    sim = _sim(K=2, steps=5000)
+    trajectory = _drive(mixer, sim)
+    assert trajectory[0][1] == 0                        # the evaluation before the first sweep
+    rounds = []
+    segment = []
+    for p, n in trajectory[1:]:
+        segment.append((p, n))
+        if n not in (4,):                               # a training segment closes a round
+            rounds.append(segment)
+            segment = []
+    assert len(rounds) == 20
+    for segments in rounds:
+        probes, (mixture, rest) = segments[:-1], segments[-1]
+        assert len(probes) == 8 and all(n == 4 for _, n in probes)
+        assert sum(n for _, n in probes) + rest == 250
+        probed = [int(np.argmax(p)) for p, _ in probes]
+        assert sorted(probed[:2]) == [0, 1] and sorted(probed[2:4]) == [0, 1]   # each sweep: a permutation
+        for p, _ in probes:
+            np.testing.assert_allclose(sorted(p), [0.375, 0.625])
+
+
+def test_aioli_full_slimpajama_recipe_probes_70_percent_of_each_round():
+    mixer = create("aioli", 7, 40_000, lp_rounds=2, lp_steps=10, update_steps=200, eta=1.0,
+                   one_hot_factor=0.75)
+    assert mixer.lp_duration == 140 and mixer.lp_duration / mixer.options["update_steps"] == pytest.approx(0.7)
+    # a K that would not fit: the round grows until probes take at most 70% of it
+    big = create("aioli", 20, 5000)
+    assert big.lp_duration == 320 and big.lp_duration / big.options["update_steps"] <= 0.7
+
+
+def test_aioli_recovers_the_interaction_matrix_and_applies_the_released_update():
+    """Losses that follow Aioli's own linear dynamic mixing law: training probe mixture w for
+    lp_steps lowers loss i by sum_l A[i, l] w[l]. De-smoothing must recover A exactly, and the
+    mixture must be the released code's softmax(eta * colsum(normalised A))."""
+    K = 3
+    A = np.array([[0.30, 0.05, 0.00], [0.10, 0.20, -0.02], [0.00, 0.08, 0.40]])
+    mixer = create("aioli", K, 3000, seed=0, ema=None)
+    losses = np.full(K, 5.0)
+    mixer.ask()
+    mixer.tell(losses)                                  # the step-0 evaluation
+    while mixer.probing:
+        w = mixer.ask()
+        losses = losses - A @ w
+        mixer.tell(losses)
+    np.testing.assert_allclose(mixer.last_A, A, atol=1e-12)
+    normalised = A - A.min()
+    normalised /= normalised.sum()
+    expected = np.exp(0.2 * normalised.sum(axis=0))
+    np.testing.assert_allclose(mixer.ask(), expected / expected.sum(), rtol=1e-12)
+
+
+def test_aioli_restricted_setting_trains_the_prior_first():
+    prior = np.array([0.6, 0.3, 0.1])
+    mixer = create("aioli", 3, 3000, prior=prior)
+    assert mixer.options["prior_steps"] == mixer.options["update_steps"]
+    np.testing.assert_allclose(mixer.ask(), prior)
+    assert mixer.next_steps == mixer.options["prior_steps"]
+
+
+# ------------------------------------------------------------------ bad inputs
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: create("best", 3, 100), "method"),
+    (lambda: create("auto", ["a", "a"], 100), "domains"),
+    (lambda: create("auto", 3, 0), "steps"),
+    (lambda: create("auto", 3, 100, prior=[0.5, 0.5]), "prior"),
+    (lambda: create("auto", 3, 100, prior=[0.5, -0.1, 0.6]), "prior"),
+    (lambda: create("auto", 3, 100, prior=[0.8, 0.1, 0.1], max_weights=0.5), "prior"),
+    (lambda: create("auto", 3, 100, seed=-1), "seed"),
+    (lambda: create("auto", 3, 100, min_weights=0.5), "min_weights"),
+    (lambda: create("auto", 3, 100, max_weights=0.2), "max_weights"),
+    (lambda: create("auto", 3, 100, objective=[1, 1]), "objective"),
+    (lambda: create("auto", 3, 100, learning_rate=1.0), "learning_rate"),
+    (lambda: create("auto", 3, 100, eta=-1), "eta"),
+    (lambda: create("aioli", 2, 5000, one_hot_factor=0.5), "one_hot_factor"),
+    (lambda: create("aioli", 3, 5000, update_steps=40), "update_steps"),
+    (lambda: create("aioli", 10, 100), "steps"),
+    (lambda: create("doremi", 3, 100), "reference_losses"),
+    (lambda: create("auto", 3, 100, sensitivity=[1.0, 2.0]), "sensitivity"),
+    (lambda: load(42), "state"),
+])
+def test_bad_arguments_raise_input_error_naming_them(call, name):
+    with pytest.raises(InputError, match=name):
+        call()
+
+
+@pytest.mark.parametrize("losses", [[1.0, 2.0], [1.0, np.inf, 2.0], "abc", [[1.0, 2.0, 3.0]]])
+def test_bad_losses_raise_input_error(losses):
+    mixer = create("auto", 3, 100)
+    mixer.ask()
+    with pytest.raises(InputError, match="losses"):
+        mixer.tell(losses)
+
+
+def test_tell_without_ask_is_refused():
+    with pytest.raises(InputError, match="losses"):
+        create("stratified", 3, 100).tell([1.0, 1.0, 1.0])
+
+
+# ------------------------------------------------------------------ simplex projection
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 10.0), min_size=2, max_size=12), st.data())
+def test_projection_lands_on_the_bounded_simplex(weights, data):
+    K = len(weights)
+    low = np.array(data.draw(st.lists(st.floats(0.0, 0.9 / K), min_size=K, max_size=K)))
+    high = np.maximum(low, np.array(data.draw(st.lists(st.floats(1.2 / K, 1.0), min_size=K, max_size=K))))
+    p = project(np.array(weights), low, high)
+    assert abs(p.sum() - 1) < 1e-9 and np.all(p >= low - 1e-12) and np.all(p <= high + 1e-12)
+
+
+# ------------------------------------------------------------------ simulators
+
+
+def test_simulator_static_objective_matches_a_run_and_best_static_beats_uniform():
+    for family in S.FAMILIES:
+        sim = _sim(family, K=4, steps=2000, seed=1)
+        prior = np.array([0.4, 0.3, 0.2, 0.1])
+        ran = S.run(create("static", 4, 2000, prior=prior, round_steps=300), sim).objective
+        assert ran == pytest.approx(S.static_objective(sim, prior), rel=1e-9), family
+        best_p, best = S.best_static(sim, restarts=4)
+        uniform = S.static_objective(sim, np.full(4, 0.25))
+        assert best <= uniform + 1e-12
+        others = np.random.default_rng(0).dirichlet(np.ones(4), size=200)
+        assert best <= S.static_objective(sim, others).min() + 1e-9, family
+
+
+def test_simulator_noise_is_seeded_and_snapshot_restores():
+    sim = _sim(K=3, steps=1000, noise=0.01)
+    sim.reset(4)
+    sim.train(np.full(3, 1 / 3), 100)
+    snap = sim.snapshot()
+    first = sim.observe()
+    sim.restore(snap)
+    assert np.array_equal(first, sim.observe())
+    assert not np.array_equal(sim.observe(), sim.observe())
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def test_schedule_runs_phases_with_their_own_mixers_and_resumes(tmp_path):
+    domains = ["web", "code", "books"]
+    final = upweight([0.5, 0.3, 0.2], {"books": 2.0}, domains)
+    np.testing.assert_allclose(final, np.array([0.5, 0.3, 0.4]) / 1.2)
+    schedule = Schedule(domains, 2000, [
+        Phase(until=0.5, method="stratified", options={"round_steps": 250}),
+        Phase(until=0.85, method="auto"),
+        Phase(until=1.0, method="static", prior=final),
+    ], seed=3)
+    sim = _sim(K=3, steps=2000)
+    trajectory = _drive(schedule, sim)
+    steps = np.cumsum([n for _, n in trajectory])
+    assert schedule.done and steps[-1] == 2000
+    first = [p for (p, n), s in zip(trajectory, steps) if s <= 1000]
+    assert all(np.allclose(p, 1 / 3) for p in first)
+    last = [p for (p, n), s in zip(trajectory, steps) if s > 1700]
+    assert last and all(np.allclose(p, final) for p in last)
+    # resume mid-way through the auto phase
+    again = Schedule(domains, 2000, schedule.phases, seed=3)
+    partial = _drive(again, sim, stop_after=9)
+    path = tmp_path / "schedule.json"
+    again.save(path)
+    snapshot = sim.snapshot()
+    resumed = load(path)
+    sim.restore(snapshot)
+    while not resumed.done:
+        p = resumed.ask()
+        n = resumed.next_steps
+        partial.append((p.copy(), n))
+        sim.train(p, n)
+        resumed.tell(sim.observe())
+    assert len(partial) == len(trajectory)
+    assert all(n == m and np.array_equal(p, q) for (p, n), (q, m) in zip(partial, trajectory))
+
+
+def test_schedule_rejects_bad_phases():
+    with pytest.raises(InputError, match="until"):
+        Schedule(3, 100, [Phase(until=0.5)])
+    with pytest.raises(InputError, match="method"):
+        Schedule(3, 100, [Phase(until=1.0, method="magic")])
+    with pytest.raises(InputError, match="factors"):
+        upweight([0.5, 0.5], {"zzz": 2.0}, ["a", "b"])
+
+
+# ------------------------------------------------------------------ behaviour
+
+
+def test_auto_beats_stratified_on_a_simulator():
+    """A behaviour test: a power-law simulator with sparse transfer where the best static mixture
+    is far from uniform; auto must end below stratified and close a good part of the gap."""
+    sim = S.make_simulator("powerlaw", 3, 5000, seed=0, noise=0.003)
+    stratified = S.static_objective(sim, np.full(3, 1 / 3))
+    _, best = S.best_static(sim)
+    finals = [S.run(create("auto", 3, 5000, seed=seed), sim, seed=seed).objective for seed in range(2)]
+    assert max(finals) < stratified
+    assert (stratified - np.mean(finals)) / (stratified - best) > 0.3
+
+
+def test_auto_stays_at_the_prior_without_evidence():
+    """Losses that ignore the mixture carry no evidence: the mixture must stay at the prior."""
+    prior = np.array([0.5, 0.3, 0.2])
+    mixer = create("auto", 3, 4000, prior=prior, seed=0)
+    rng = np.random.default_rng(0)
+    t = 0
+    while not mixer.done:
+        mixer.ask()
+        t += mixer.next_steps
+        mixer.tell(2.0 + 3.0 / math.sqrt(1 + t) + 1e-4 * rng.standard_normal(3))
+        assert np.abs(np.log(mixer.mixture / prior)).max() < 0.35

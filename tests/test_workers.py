@@ -1,0 +1,304 @@
+"""workers/: proxy model, CRN sampling, packed training, evaluation, divergence and Ray tasks.
+
+Tiny specs (few dozen steps, short sequences) on a small byte corpus built from real text that
+every Python install carries: its standard library sources, e-mail test messages and licences.
+"""
+
+import dataclasses
+import glob
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mixopt.data.corpus import Corpus
+from mixopt.data.shards import write_byte_corpus
+from workers.data import MixtureSampler, batch_counts, eval_windows
+from workers.model import GPT, PackedGPT, init_state
+from workers.presets import ModelConfig, load_preset
+from workers.spec import ProxySpec
+from workers.train import lr_factor, train_proxies
+
+DOMAINS = ["code", "email", "prose"]
+TINY = {"n_layer": 1, "n_head": 2, "d_model": 32, "d_ff": 64}
+
+
+def _gather(patterns, limit):
+    parts, size = [], 0
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern)):
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            parts.append(text)
+            size += len(text)
+            if size >= limit:
+                return "\n\n".join(parts)
+    return "\n\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory):
+    lib = Path(os.__file__).parent
+    sources = {
+        "code": _gather([str(lib / "*.py")], 150_000),
+        "email": _gather([str(lib / "test" / "test_email" / "data" / "*.txt"), str(lib / "email" / "*.py")], 150_000),
+        "prose": _gather([str(lib / "LICENSE.txt"), "/usr/share/common-licenses/*", str(lib / "idlelib" / "*.txt")],
+                         150_000),
+    }
+    texts = {}
+    for domain, text in sources.items():
+        assert len(text) > 60_000, f"not enough {domain} text on this machine"
+        texts[domain] = {"train": text[:-20_000], "val": text[-20_000:]}
+    directory = tmp_path_factory.mktemp("corpus")
+    write_byte_corpus(directory, texts)
+    return str(directory)
+
+
+def tiny_spec(**changes) -> ProxySpec:
+    base = dict(preset=TINY, tokens=30 * 8 * 32, batch_size=8, seq_len=32, lr=3e-3, eval_tokens=512,
+                curve_every=5, device="cpu")
+    base.update(changes)
+    return ProxySpec(**base)
+
+
+def assert_close(a, b, rel=1e-4):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape
+    assert np.all(np.abs(a - b) <= rel * np.maximum(np.abs(b), 1e-3)), f"max diff {np.max(np.abs(a - b))}"
+
+
+def losses(result):
+    return [result["loss"][d] for d in DOMAINS]
+
+
+# -- spec and presets -----------------------------------------------------------------------------
+
+
+def test_spec_round_trips_and_names_bad_fields():
+    spec = ProxySpec(preset="cpu-0.5m", tokens=2_400_000, batch_size=16, seq_len=256, lr=3e-3,
+                     eval_tokens=65536, device="auto", compile=False)
+    assert ProxySpec(**dataclasses.asdict(spec)) == spec
+    assert spec.steps == 2_400_000 // (16 * 256)
+    for field, value in [("tokens", 0), ("lr", -1.0), ("lr", float("nan")), ("batch_size", 2.5),
+                         ("schedule", "step"), ("device", "tpu"), ("warmup", 1.0), ("beta2", 1.0),
+                         ("preset", 3), ("compile", "yes")]:
+        with pytest.raises(ValueError, match=field):
+            ProxySpec(**{field: value})
+    with pytest.raises(ValueError, match="tokens"):
+        ProxySpec(tokens=100, batch_size=16, seq_len=256)   # less than one step
+
+
+def test_presets_sizes_and_inline_dims():
+    small = load_preset("cpu-0.5m", 256)
+    assert 0.4e6 < small.num_params() < 0.6e6
+    assert sum(t.numel() for t in GPT(small).parameters()) == small.num_params()
+    regmix = load_preset("regmix-1m", 50_000)
+    assert (regmix.n_layer, regmix.n_head, regmix.d_model, regmix.d_ff, regmix.vocab_size) == (2, 8, 256, 512, 50_000)
+    assert 13e6 < load_preset("15m", 256).num_params() < 17e6
+    assert load_preset(TINY, 256) == ModelConfig(vocab_size=256, **TINY)
+    with pytest.raises(ValueError, match="unknown preset"):
+        load_preset("nope", 256)
+    with pytest.raises(ValueError, match="multiple of n_head"):
+        load_preset({**TINY, "n_head": 3}, 256)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    spec = tiny_spec(warmup=0.1, final_lr=0.1)
+    factors = [lr_factor(s, 100, spec) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(0.1)
+
+
+# -- sampling ------------------------------------------------------------------------------------
+
+
+def test_batch_counts_are_systematic_and_shared_across_mixtures():
+    weights = np.array([0.55, 0.0, 0.3, 0.15])
+    counts = batch_counts(weights, 16, 400, seed=7)
+    assert (counts.sum(axis=1) == 16).all()
+    assert (counts[:, 1] == 0).all()                                   # zero weight: never drawn
+    assert (counts >= np.floor(16 * weights)).all() and (counts <= np.ceil(16 * weights)).all()
+    drift = np.abs(counts.cumsum(axis=0) - np.outer(np.arange(1, 401), 16 * weights))
+    assert drift.max() <= 3                                            # low discrepancy over time
+    assert (batch_counts(weights, 16, 50, seed=7) == counts[:50]).all()
+    assert not (batch_counts(weights, 16, 400, seed=8) == counts).all()
+
+
+def test_same_seed_draws_the_same_kth_window_of_each_domain(corpus_dir):
+    corpus = Corpus.open(corpus_dir)
+    streams = [corpus.stream(d) for d in DOMAINS]
+    a = MixtureSampler(streams, DOMAINS, np.array([0.5, 0.25, 0.25]), 3, 8, 32, 20)
+    b = MixtureSampler(streams, DOMAINS, np.array([0.2, 0.2, 0.6]), 3, 8, 32, 20)
+    for j in range(3):
+        n = min(len(a.uniforms[j]), len(b.uniforms[j]))
+        assert n > 0 and np.array_equal(a.uniforms[j][:n], b.uniforms[j][:n])
+    c = MixtureSampler(streams, DOMAINS, np.array([0.5, 0.25, 0.25]), 4, 8, 32, 20)
+    assert not np.array_equal(a.uniforms[0][:10], c.uniforms[0][:10])
+    first = a.batch(0)
+    assert first.shape == (8, 33) and first.dtype == np.int64
+    rows_code = a.counts[0, 0]
+    assert np.array_equal(first[:rows_code], streams[0].windows(a.uniforms[0][:rows_code], 33))
+
+
+# -- model ---------------------------------------------------------------------------------------
+
+
+def test_packed_model_matches_single_models_forward_and_gradients():
+    cfg = load_preset("cpu-0.5m", 256)
+    seeds = [0, 1, 0]
+    packed = PackedGPT(cfg, [init_state(cfg, s) for s in seeds])
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, 256, (3, 2, 17), generator=gen)
+    losses_packed = packed.loss(batch[..., :-1], batch[..., 1:])
+    packed.backward(losses_packed)
+    for p, seed in enumerate(seeds):
+        model = GPT(cfg, seed=seed)
+        loss = model(batch[p, :, :-1], batch[p, :, 1:])
+        loss.backward()
+        assert losses_packed[p].item() == pytest.approx(loss.item(), rel=1e-5)
+        grad = torch.cat([model.get_parameter(n).grad.reshape(-1) for n in packed.params])
+        assert torch.allclose(packed.grad[p], grad, rtol=1e-4, atol=1e-6)
+    assert torch.equal(packed.state(0)["head.weight"], packed.state(2)["head.weight"])   # same seed, same init
+
+
+# -- training ------------------------------------------------------------------------------------
+
+
+def test_packing_does_not_change_training(corpus_dir):
+    # lr 1e-3: at higher rates on batches this tiny, Adam turns float noise in near-zero gradients
+    # into whole updates after a loss spike, and any two implementations drift apart by ~1e-3
+    spec = tiny_spec(preset="cpu-0.5m", tokens=24 * 8 * 32, lr=1e-3)
+    mixtures = np.array([[0.6, 0.3, 0.1], [0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3]])
+    seeds = [0, 0, 1]
+    packed = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, spec, threads=1, packed=True)
+    naive = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, spec, threads=1, packed=False)
+    for a, b in zip(packed, naive):
+        assert a["status"] == b["status"] == "ok"
+        assert a["steps"] == b["steps"] == 24 and a["tokens"] == b["tokens"] == 24 * 8 * 32
+        assert len(a["curve"]) == len(b["curve"]) == 5
+        assert_close(a["curve"], b["curve"], rel=1e-4)
+        assert_close(losses(a), losses(b), rel=1e-4)
+    assert packed[0]["curve"][-1] < packed[0]["curve"][0] - 0.5       # it learns
+    assert packed[0]["curve"] != packed[1]["curve"]                   # mixtures matter
+
+
+def test_same_seed_and_mixture_give_identical_losses(corpus_dir):
+    spec = tiny_spec()
+    mixtures = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    first = train_proxies(corpus_dir, DOMAINS, mixtures, [5, 6], spec, threads=1)
+    again = train_proxies(corpus_dir, DOMAINS, mixtures, [5, 6], spec, threads=1)
+    for a, b in zip(first, again):
+        assert a["curve"] == b["curve"] and a["loss"] == b["loss"]
+    other_seed = train_proxies(corpus_dir, DOMAINS, mixtures[:1], [9], spec, threads=1)[0]
+    assert other_seed["curve"] != first[0]["curve"]
+    # naive (one at a time) is deterministic too
+    naive = [train_proxies(corpus_dir, DOMAINS, mixtures[:1], [5], spec, threads=1, packed=False)[0]
+             for _ in range(2)]
+    assert naive[0]["curve"] == naive[1]["curve"] and naive[0]["loss"] == naive[1]["loss"]
+
+
+def test_divergent_proxy_is_frozen_and_does_not_poison_the_pack(corpus_dir):
+    spec = tiny_spec()
+    mixtures = np.array([[0.5, 0.25, 0.25], [0.2, 0.4, 0.4], [0.1, 0.1, 0.8]])
+    seeds = [0, 1, 2]
+    results = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, spec, threads=1, lr_scales=[1.0, math.inf, 1.0])
+    assert [r["status"] for r in results] == ["ok", "diverged", "ok"]
+    bad = results[1]
+    assert bad["diverged_at"] is not None and bad["steps"] < spec.steps and bad["tokens"] < spec.tokens
+    assert all(math.isnan(x) for x in losses(bad))
+    alone = train_proxies(corpus_dir, DOMAINS, mixtures[[0, 2]], [0, 2], spec, threads=1)
+    for r, ref in zip([results[0], results[2]], alone):
+        assert all(math.isfinite(x) for x in losses(r))
+        assert_close(losses(r), losses(ref), rel=1e-5)
+        assert_close(r["curve"], ref["curve"], rel=1e-5)
+    naive = train_proxies(corpus_dir, DOMAINS, mixtures[1:2], [1], spec, threads=1, packed=False, lr_scales=[math.inf])
+    assert naive[0]["status"] == "diverged"
+
+
+def test_every_proxy_is_scored_on_the_same_held_out_windows(corpus_dir):
+    spec = tiny_spec(tokens=10 * 8 * 32)
+    mixtures = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    results = train_proxies(corpus_dir, DOMAINS, mixtures, [4, 4, 4], spec, threads=1)
+    assert results[0]["loss"] == results[1]["loss"] and results[0]["curve"] == results[1]["curve"]
+    for r in results:
+        assert set(r["loss"]) == set(r["bpb"]) == set(DOMAINS)
+        assert all(math.isfinite(x) and x > 0 for x in losses(r))  # zero-weight domains are scored too
+    assert results[0]["loss"]["code"] < results[2]["loss"]["code"]
+    assert results[2]["loss"]["prose"] < results[0]["loss"]["prose"]
+    corpus = Corpus.open(corpus_dir)
+    per_token = corpus.bytes_per_token("val")
+    for d in DOMAINS:
+        assert results[0]["bpb"][d] == pytest.approx(results[0]["loss"][d] / math.log(2) / per_token[d])
+    # the reported loss is the mean cross-entropy on exactly the first eval windows of each val split
+    windows = eval_windows(corpus, DOMAINS, spec.eval_tokens, spec.seq_len)
+    assert windows["code"].shape == (spec.eval_tokens // spec.seq_len, spec.seq_len + 1)
+    untrained = train_proxies(corpus_dir, DOMAINS, mixtures[:1], [4], tiny_spec(tokens=8 * 32, lr=1e-12), threads=1)[0]
+    model = GPT(load_preset(TINY, 256), seed=4)
+    with torch.no_grad():
+        w = torch.from_numpy(windows["email"])
+        assert untrained["loss"]["email"] == pytest.approx(model(w[:, :-1], w[:, 1:]).item(), rel=1e-4)
+
+
+def test_bad_inputs_are_rejected(corpus_dir):
+    spec = tiny_spec()
+    with pytest.raises(ValueError, match="mixtures"):
+        train_proxies(corpus_dir, DOMAINS, np.array([[0.5, 0.5]]), [0], spec)
+    with pytest.raises(ValueError, match="sum to 1"):
+        train_proxies(corpus_dir, DOMAINS, np.array([[0.5, 0.6, 0.0]]), [0], spec)
+    with pytest.raises(ValueError, match="seeds"):
+        train_proxies(corpus_dir, DOMAINS, np.array([[0.5, 0.5, 0.0]]), [0, 1], spec)
+    with pytest.raises(ValueError, match="not in the corpus"):
+        train_proxies(corpus_dir, ["code", "email", "poetry"], np.array([[0.5, 0.5, 0.0]]), [0], spec)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pack_matches_cpu_within_bf16_noise(corpus_dir):
+    spec = tiny_spec()
+    mixtures = np.array([[0.5, 0.25, 0.25], [0.2, 0.4, 0.4]])
+    cpu = train_proxies(corpus_dir, DOMAINS, mixtures, [0, 1], spec)
+    gpu = train_proxies(corpus_dir, DOMAINS, mixtures, [0, 1], dataclasses.replace(spec, device="cuda"))
+    for a, b in zip(cpu, gpu):
+        assert b["status"] == "ok" and b["device"].startswith("cuda")
+        assert_close(losses(b), losses(a), rel=0.05)
+
+
+# -- Ray -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ray_round_trip_declares_resources_and_sets_threads(corpus_dir, ray_local):
+    from workers.remote import submit_pack
+
+    spec = tiny_spec()
+    mixtures = np.array([[0.5, 0.25, 0.25], [0.2, 0.4, 0.4]])
+    one = submit_pack(corpus_dir, DOMAINS, mixtures, [0, 1], spec, num_cpus=1, num_gpus=0.0, max_retries=1)
+    two = submit_pack(corpus_dir, DOMAINS, mixtures[:1], [0], spec, num_cpus=2, num_gpus=0.0, max_retries=1)
+    remote_one, remote_two = ray_local.get([one, two])
+    assert [r["threads"] for r in remote_one] == [1, 1] and remote_two[0]["threads"] == 2
+    local = train_proxies(corpus_dir, DOMAINS, mixtures, [0, 1], spec, threads=1)
+    for r, ref in zip(remote_one, local):
+        assert r["status"] == "ok" and r["device"] == "cpu"
+        assert r["loss"] == ref["loss"] and r["curve"] == ref["curve"]   # same thread count: identical
+
+
+@pytest.mark.slow
+def test_worker_that_dies_is_retried(corpus_dir, ray_local, tmp_path):
+    from workers.remote import submit_pack
+
+    marker = tmp_path / "crashed-once"
+    spec = tiny_spec(tokens=5 * 8 * 32, crash_once_marker=str(marker))
+    mixtures = np.array([[0.5, 0.25, 0.25]])
+    result = ray_local.get(submit_pack(corpus_dir, DOMAINS, mixtures, [0], spec, max_retries=1))
+    assert marker.exists() and result[0]["status"] == "ok"
+
+    marker = tmp_path / "crashed-again"
+    spec = dataclasses.replace(spec, crash_once_marker=str(marker))
+    with pytest.raises(ray_local.exceptions.WorkerCrashedError):
+        ray_local.get(submit_pack(corpus_dir, DOMAINS, mixtures, [0], spec, max_retries=0))
+    assert marker.exists()
