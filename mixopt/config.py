@@ -92,7 +92,7 @@ class SurrogateConfig(Section):
 
 
 class SearchConfig(Section):
-    method: str = "topk"
+    method: str = "constrained"
     candidates: int = Field(default=100_000, ge=1)
     top_k: int = Field(default=100, ge=1)
 

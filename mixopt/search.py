@@ -7,7 +7,10 @@ repetition cap of the MixtureSpace):
                            few of them (diverse starts) over {lower <= w <= upper, sum(w) = 1}:
                            SLSQP with finite-difference gradients for smooth surrogates, a
                            shrinking-step pattern search for piecewise-constant ones (trees).
-                           Optionally stays within `max_shift` (total variation) of a prior.
+                           Optionally stays within `max_shift` (total variation) of a prior,
+                           and within a trust region: `radius` (total variation) of one of the
+                           `support` mixtures (the runs; Study sets the radius from the
+                           surrogate's cross-validated skill).
   "topk"                   RegMix's search: score many mixtures, average the top_k best. Ours
                            draws the candidates from the feasible space, so the average is
                            feasible too (the feasible set is convex).
@@ -125,7 +128,28 @@ def _finite_difference_gradient(score, w: np.ndarray, step: float = 1e-6) -> np.
     return (values[:K] - values[K:]) / width
 
 
-def _slsqp(space, score, start, shift_constraint, max_iter):
+def _tv_ball_constraint(centre: np.ndarray, radius: float, smoothing: float = 1e-6) -> dict:
+    """SLSQP inequality: total variation 0.5 * sum |w - centre| <= radius (|.| smoothed)."""
+    def room(w):
+        return 2.0 * radius - np.sum(np.sqrt((w - centre) ** 2 + smoothing**2) - smoothing)
+
+    def jac(w):
+        return -(w - centre) / np.sqrt((w - centre) ** 2 + smoothing**2)
+
+    return {"type": "ineq", "fun": room, "jac": jac}
+
+
+def total_variation(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(n, m) total-variation distances 0.5 * sum |p - c| between rows of points and centres."""
+    points, centres = np.atleast_2d(points), np.atleast_2d(centres)
+    out = np.empty((len(points), len(centres)))
+    for start in range(0, len(centres), 256):
+        block = centres[start:start + 256]
+        out[:, start:start + len(block)] = 0.5 * np.abs(points[:, None, :] - block[None, :, :]).sum(axis=2)
+    return out
+
+
+def _slsqp(space, score, start, constraints_extra, max_iter):
     cache: dict[bytes, float] = {}
 
     def fun(w):
@@ -138,8 +162,7 @@ def _slsqp(space, score, start, shift_constraint, max_iter):
         return _finite_difference_gradient(score, np.clip(w, 0.0, None))
 
     constraints = [{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones_like(w)}]
-    if shift_constraint is not None:
-        constraints.append(shift_constraint)
+    constraints.extend(constraints_extra)
     result = minimize(fun, start, jac=jac, method="SLSQP", bounds=list(zip(space.lower, space.upper)),
                       constraints=constraints, options={"maxiter": max_iter, "ftol": 1e-9})
     return result.x, result.nit
@@ -185,6 +208,8 @@ def constrained_search(
     prior: np.ndarray | None = None,
     max_shift: float | None = None,
     extra_starts: np.ndarray | None = None,
+    support: np.ndarray | None = None,
+    radius: float | None = None,
     max_iter: int = 100,
     batch: int = 250_000,
     **_ignored,
@@ -194,45 +219,67 @@ def constrained_search(
     candidates: feasible mixtures scored to choose the starting points (plus `extra_starts`, e.g.
     the best proxy runs, and the natural and uniform mixtures). starts: local optimisations, from
     the best candidates at least 0.1 apart (L1). prior / max_shift: keep the result within
-    total-variation distance max_shift (0.5 * sum |w - prior|) of prior (default: natural)."""
+    total-variation distance max_shift (0.5 * sum |w - prior|) of prior (default: natural).
+    support / radius: a trust region, the result lies within total variation `radius` of one of the
+    `support` mixtures (the runs the surrogate was fitted on), so that it never lands where the
+    surrogate has no data to stand on; every local optimisation stays in the ball of the run
+    nearest its start."""
     if candidates < 1 or starts < 1:
         raise InputError(f"candidates and starts must be positive, got {candidates} and {starts}")
     rng = np.random.default_rng(seed)
     score = objective_function(predict, objective)
-    allowed, shift_constraint = None, None
     prior = space.natural if prior is None else space.validate(prior, "prior")[0]
-    if max_shift is not None:
-        if not 0 < max_shift <= 1:
-            raise InputError(f"max_shift must lie in (0, 1], got {max_shift}")
-        smoothing = 1e-6
+    if max_shift is not None and not 0 < max_shift <= 1:
+        raise InputError(f"max_shift must lie in (0, 1], got {max_shift}")
+    anchors = None
+    if support is not None and radius is not None and radius < 1.0:
+        if radius < 0:
+            raise InputError(f"radius must be non-negative, got {radius}")
+        anchors = space.project(space.validate(support, "support"))
+        if max_shift is not None:      # anchors the prior's ball cannot reach are of no use
+            anchors = anchors[0.5 * np.abs(anchors - prior).sum(axis=1) <= max_shift + radius]
+            if len(anchors) == 0:
+                anchors = prior[None, :]
+    tolerance = 1e-9
 
-        def shift_room(w):
-            return 2.0 * max_shift - np.sum(np.sqrt((w - prior) ** 2 + smoothing**2) - smoothing)
+    def allowed(points):
+        ok = np.ones(len(points), dtype=bool)
+        if max_shift is not None:
+            ok &= 0.5 * np.abs(points - prior[None, :]).sum(axis=1) <= max_shift + tolerance
+        if anchors is not None:
+            ok &= total_variation(points, anchors).min(axis=1) <= radius + 1e-4
+        return ok
 
-        def shift_jac(w):
-            return -(w - prior) / np.sqrt((w - prior) ** 2 + smoothing**2)
+    restricted = max_shift is not None or anchors is not None
 
-        shift_constraint = {"type": "ineq", "fun": shift_room, "jac": shift_jac}
+    def pull(points, centres, limit):
+        distance = 0.5 * np.abs(points - centres).sum(axis=1)
+        factor = np.minimum(1.0, limit / np.maximum(distance, 1e-12))[:, None]
+        return centres + factor * (points - centres)
 
-        def allowed(points):
-            return 0.5 * np.abs(points - prior[None, :]).sum(axis=1) <= max_shift + 1e-9
-
-        def sample(size):
-            # draws near the prior, pulled toward it until they are allowed
+    def sample(size):
+        if anchors is not None:
+            # draws around the supporting runs, pulled into their balls (a convex combination of
+            # two feasible mixtures is feasible)
+            centres = anchors[rng.integers(0, len(anchors), size)]
+            points = space.sample(size, rng)
+            points = pull(points, centres, radius * rng.uniform(0.0, 1.0, (size,)) ** (1.0 / max(space.K - 1, 1)))
+            if max_shift is not None:
+                points = pull(points, np.broadcast_to(prior, points.shape), max_shift)
+            return points
+        if max_shift is not None:
             points = space.sample(size, rng, centre=prior, prior_share=1.0)
-            distance = 0.5 * np.abs(points - prior[None, :]).sum(axis=1)
-            pull = np.minimum(1.0, max_shift / np.maximum(distance, 1e-12))[:, None]
-            return prior[None, :] + pull * (points - prior[None, :])
-    else:
-        def sample(size):
-            return space.sample(size, rng)
+            return pull(points, np.broadcast_to(prior, points.shape), max_shift)
+        return space.sample(size, rng)
 
     pool_scores, pool = _score_in_batches(score, sample, candidates, batch, max(64, 8 * starts))
     fixed = [space.natural[None, :], space.uniform[None, :], prior[None, :]]
     if extra_starts is not None and len(extra_starts):
         fixed.append(space.project(space.validate(extra_starts, "extra_starts")))
+    if anchors is not None:
+        fixed.append(anchors)
     fixed = np.vstack(fixed)
-    if allowed is not None:
+    if restricted:
         fixed = fixed[allowed(fixed)]
     if len(fixed):
         pool = np.vstack([pool, fixed])
@@ -240,21 +287,30 @@ def constrained_search(
     chosen = pool[diverse_best(pool, pool_scores, starts, min_distance=0.1)]
     best_w, best_value, iterations, evaluated = None, np.inf, 0, candidates + len(fixed)
     for start in chosen:
+        constraints = []
+        if max_shift is not None:
+            constraints.append(_tv_ball_constraint(prior, max_shift))
+        if anchors is not None:
+            nearest = anchors[np.argmin(total_variation(start[None, :], anchors)[0])]
+            constraints.append(_tv_ball_constraint(nearest, radius))
         if smooth:
-            w, nit = _slsqp(space, score, start, shift_constraint, max_iter)
+            w, nit = _slsqp(space, score, start, constraints, max_iter)
             iterations += nit
         else:
-            w, evaluations = _pattern_search(space, score, start, rng, max_iter, allowed=allowed)
+            w, evaluations = _pattern_search(space, score, start, rng, max_iter,
+                                             allowed=allowed if restricted else None)
             evaluated += evaluations
         w = space.project(w)[0]
-        if allowed is not None and not allowed(w[None, :])[0]:
+        if anchors is not None and not allowed(w[None, :])[0]:     # a constraint met only loosely
+            w = pull(w[None, :], nearest[None, :], radius)[0]
+        if restricted and not allowed(w[None, :])[0]:
             w = start
         value = float(score(w[None, :])[0])
         if value < best_value:
             best_w, best_value = w, value
     return SearchResult(weights=best_w, predicted=best_value, candidates=evaluated, method="constrained",
                         details={"starts": len(chosen), "iterations": iterations, "smooth": smooth,
-                                 "max_shift": max_shift})
+                                 "max_shift": max_shift, "radius": None if anchors is None else float(radius)})
 
 
 SEARCHES = {"constrained": constrained_search, "topk": topk_average}

@@ -12,6 +12,13 @@ lowest lower confidence bound (predicted objective minus `exploration` times the
 of the ensemble), kept apart from each other and from runs already made: proxies go where the
 surrogate is promising or unsure.
 
+The recommendation guards against extrapolating from weak evidence: it minimises the prediction
+plus `risk` times the surrogate's uncertainty; the constrained search stays within a trust region
+around the runs whose radius grows with the surrogate's cross-validated R^2 on the objective (a
+surrogate that explains nothing keeps the recommendation next to the runs, one that explains nearly
+everything may go anywhere in the space); and the result is never predicted worse than the best
+observed feasible run (the segment toward that run is searched, the run itself at worst).
+
 By default the surrogate is fitted to every loss column (one law per evaluation set, as in Data
 Mixing Laws) and the search minimises the objective-weighted sum of the columns; fit="objective"
 fits the weighted objective alone.
@@ -29,7 +36,7 @@ import numpy as np
 
 from mixopt import surrogate as surrogates
 from mixopt.errors import InputError, StudyError
-from mixopt.search import SearchResult, diverse_best, objective_function, search
+from mixopt.search import SearchResult, diverse_best, search
 from mixopt.space import MixtureSpace
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
@@ -52,6 +59,37 @@ def objective_weights(objective, n_columns: int, names: Sequence[str] | None = N
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise InputError(f"objective weights must be non-negative, finite and not all zero, got {weights.tolist()}")
     return weights / weights.sum()
+
+
+TRUST_MIN = 0.05       # trust radius (total variation from the nearest run) when the surrogate has no skill
+TRUST_FULL_SKILL = 0.9  # cross-validated R^2 from which the search may go anywhere in the space
+
+
+def trust_radius(skill: float) -> float:
+    """How far (total variation) the search may go from the runs the surrogate was fitted on, from
+    the surrogate's cross-validated R^2 on the objective: TRUST_MIN when it explains nothing,
+    growing linearly to the whole space (1) at TRUST_FULL_SKILL. Weak evidence keeps the
+    recommendation among the runs it rests on; strong evidence lets it extrapolate."""
+    if not np.isfinite(skill) or skill <= 0:
+        return TRUST_MIN
+    return float(min(1.0, TRUST_MIN + (1.0 - TRUST_MIN) * skill / TRUST_FULL_SKILL))
+
+
+def objective_skill(model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None, seed: int = 0) -> float:
+    """Cross-validated R^2 of the objective Y @ weights (Y's one column when weights is None):
+    from the ensemble's out-of-fold predictions, or a k-fold refit of `model` otherwise."""
+    n = len(X)
+    oof = getattr(model, "oof_", None)
+    if oof is None:
+        if n < 4:
+            return 0.0
+        oof = surrogates.cross_val_predict(model.clone, X, Y, folds=min(5, n), seed=seed)
+    combine = (lambda V: V[:, 0]) if weights is None else (lambda V: V @ weights)
+    y, p = combine(np.asarray(Y, dtype=np.float64).reshape(n, -1)), combine(oof)
+    variance = float(np.var(y))
+    if variance <= 0:
+        return 0.0
+    return float(np.clip(1.0 - np.mean((p - y) ** 2) / variance, 0.0, 1.0))
 
 
 AUTO_ROUNDS = 3
@@ -94,10 +132,13 @@ class Result:
     predicted_std: float = float("nan")  # the surrogate's uncertainty at `weights` (see objective_spread)
     rounds: int = 1                      # rounds the budget was spent over
     columns: np.ndarray | None = None    # loss columns the surrogate predicts (None: the objective itself)
+    skill: float = float("nan")          # cross-validated R^2 of the objective (0: no better than the mean)
+    trust_radius: float | None = None    # the search stayed within this total variation of a run (None: anywhere)
+    best_observed: np.ndarray | None = None   # (K,) the feasible run with the lowest observed objective
 
     def predict_objective(self, X) -> np.ndarray:
         """(n,) the surrogate's objective at mixtures X."""
-        return objective_function(self.surrogate.predict, self._surrogate_weights())(np.atleast_2d(X))
+        return self.surrogate.objective(self._surrogate_weights())(np.atleast_2d(X))
 
     def objective_spread(self, X) -> np.ndarray:
         """(n,) the surrogate's uncertainty about the objective at mixtures X (bootstrap spread
@@ -131,7 +172,10 @@ class Study:
     column, combined by the objective) or "objective" (one surrogate of the weighted objective).
     risk: the recommendation minimises the prediction plus `risk` times the surrogate's uncertainty
     (bootstrap spread and disagreement between plausible models), so that it does not land where
-    the surrogate extrapolates from no data (0: the prediction alone)."""
+    the surrogate extrapolates from no data (0: the prediction alone). trust: keep the constrained
+    search within a trust region around the runs, its radius set by the surrogate's cross-validated
+    skill on the objective (see `trust_radius`). Whatever the options, the recommendation is never
+    predicted worse than the best observed feasible run: that run is recommended instead."""
 
     def __init__(
         self,
@@ -149,6 +193,7 @@ class Study:
         fit: str = "columns",
         risk: float = 1.0,
         first_share: float = 0.5,
+        trust: bool = True,
     ):
         if not isinstance(space, MixtureSpace):
             raise InputError(f"space must be a MixtureSpace, got {type(space).__name__}")
@@ -182,6 +227,7 @@ class Study:
         self.exploration = float(exploration)
         self.risk = float(risk)
         self.fit_target = fit
+        self.trust = bool(trust)
         self.X = np.empty((0, space.K))
         self.Y: np.ndarray | None = None
         self.rounds_told = 0
@@ -301,20 +347,34 @@ class Study:
             model = surrogates.fit(X, Y @ weights, seed=self.seed, kind=self.surrogate_kind)
             model_objective = None
         options = {"seed": self.seed, **self.search_options}
+        observed = Y @ weights
+        feasible = self.space.contains(X)
+        ranked = np.flatnonzero(feasible)[np.argsort(observed[feasible], kind="stable")]
+        skill = objective_skill(model, X, Y if columns is None else Y[:, columns],
+                                model_objective, self.seed) if self.fit_target == "columns" else \
+            objective_skill(model, X, (Y @ weights)[:, None], None, self.seed)
+        radius = None
         if self.search_method == "constrained":
-            observed = Y @ weights
             options.setdefault("smooth", bool(getattr(model, "smooth", False)))
             options.setdefault("extra_starts", X[np.argsort(observed, kind="stable")[:4]])
-        mean = objective_function(model.predict, model_objective)
+            if self.trust and len(ranked):
+                radius = trust_radius(skill)
+                options.setdefault("support", X[ranked])
+                options.setdefault("radius", radius)
+        mean = model.objective(model_objective)
         target = mean
         if self.risk > 0:
             def target(points):      # pessimistic: the prediction plus `risk` times its uncertainty
                 return mean(points) + self.risk * model.objective_spread(points, model_objective)
         found = search(self.space, target, self.search_method, **options)
+        chosen = found.weights
+        best_observed = X[ranked[0]] if len(ranked) else None
+        if best_observed is not None:
+            chosen = self._no_worse_than(chosen, best_observed, mean, target)
         natural = self.space.natural
         result = Result(
-            weights=found.weights,
-            predicted=float(mean(found.weights[None, :])[0]),
+            weights=chosen,
+            predicted=float(mean(chosen[None, :])[0]),
             natural=natural,
             natural_predicted=float("nan"),
             surrogate=model,
@@ -325,11 +385,30 @@ class Study:
             cv_scores=dict(getattr(model, "cv_scores_", {})),
             rounds=len(self.round_sizes),
             columns=columns,
+            skill=skill,
+            trust_radius=radius,
+            best_observed=None if best_observed is None else best_observed.copy(),
         )
         result.natural_predicted = float(result.predict_objective(natural)[0])
-        result.predicted_std = float(result.objective_spread(found.weights)[0])
+        result.predicted_std = float(result.objective_spread(chosen)[0])
         self._recommended = (len(self.X), result)
         return result
+
+
+    @staticmethod
+    def _no_worse_than(chosen: np.ndarray, incumbent: np.ndarray, mean, target) -> np.ndarray:
+        """`chosen` if its predicted objective is no worse than the incumbent's (the best observed
+        feasible run); otherwise the point of the segment between them with the best `target`
+        among those predicted no worse than the incumbent (the incumbent itself at worst)."""
+        incumbent_mean = float(mean(incumbent[None, :])[0])
+        if float(mean(chosen[None, :])[0]) <= incumbent_mean + 1e-12:
+            return chosen
+        steps = np.linspace(0.0, 1.0, 21)[:, None]
+        segment = (1.0 - steps) * chosen[None, :] + steps * incumbent[None, :]
+        segment[-1] = incumbent
+        means, targets = mean(segment), target(segment)
+        ok = np.flatnonzero(means <= incumbent_mean + 1e-12)
+        return segment[ok[np.argmin(targets[ok])]].copy() if len(ok) else incumbent.copy()
 
 
 def optimize(

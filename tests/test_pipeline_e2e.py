@@ -18,10 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def smoke_config(tmp_path: Path, **study) -> Path:
+def smoke_config(tmp_path: Path, proxy: dict | None = None, **study) -> Path:
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     config["data"]["corpus"] = str(tmp_path / "corpus")
     config["study"].update(study)
+    config["proxy"].update(proxy or {})
     path = tmp_path / "smoke.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -76,7 +77,8 @@ def test_smoke_study_end_to_end_then_resume_does_no_training(tmp_path):
 
 
 def test_sigkill_after_first_runs_then_resume_loses_nothing(tmp_path):
-    config_path = smoke_config(tmp_path, proxies_per_task=1, noise_repeats=0)
+    # one proxy per task, so that runs are stored one by one; shorter proxies keep the test quick
+    config_path = smoke_config(tmp_path, proxy={"tokens": 65536}, proxies_per_task=1, noise_repeats=0)
     config = yaml.safe_load(config_path.read_text())
     out = tmp_path / "study"
     runs_path = out / "runs.parquet"

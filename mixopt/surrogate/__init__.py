@@ -8,7 +8,10 @@
     "quadratic"           Scheffe's quadratic mixture model (w and all w_j w_l), ridge by GCV
     "lightgbm"            LightGBM, leaves sized to the number of runs
     "regmix-lightgbm"     LightGBM with RegMix's settings exactly
-    "ensemble"            the four smooth models stacked by cross-validation, bootstrap spread
+    "constant"            the runs' mean (the model of no evidence: stacking shrinks toward it)
+    "quadratic-wlog"      ridge on (w, log(w + eps), all w_j w_l): pairwise interactions, penalty by GCV
+    "ensemble"            the smooth models above (both mixing laws, linear, linear-wlog,
+                          quadratic-wlog, constant) stacked by cross-validation, bootstrap spread
     "ensemble-lightgbm"   the same with LightGBM as a fifth member (slow to score)
     "auto"                the default: "ensemble" (the cross-validated choice and combination of
                           its members), a mixing law when there are too few runs to cross-validate
@@ -20,13 +23,14 @@ from mixopt.errors import InputError
 from mixopt.surrogate.base import Replicas, Surrogate, check_X, check_Xy
 from mixopt.surrogate.ensemble import DEFAULT_MEMBERS, MIN_RUNS_FOR_CV, EnsembleSurrogate
 from mixopt.surrogate.lightgbm_model import LightGBMSurrogate
-from mixopt.surrogate.linear import LinearSurrogate
+from mixopt.surrogate.linear import ConstantSurrogate, LinearSurrogate
 from mixopt.surrogate.mixing_law import MixingLawSurrogate
 from mixopt.surrogate.selection import cross_val_predict, cross_val_rmse, stacking_weights
 
 SURROGATES = {
     "mixing-law": lambda seed: MixingLawSurrogate(seed=seed, features="w", l2=1e-4),
     "mixing-law-wlog": lambda seed: MixingLawSurrogate(seed=seed, features="wlog", l2=1e-3),
+    "constant": lambda seed: ConstantSurrogate(seed=seed),
     "linear": lambda seed: LinearSurrogate(seed=seed),
     "linear-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlog"),
     "quadratic": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="quad"),
@@ -34,8 +38,6 @@ SURROGATES = {
     "regmix-lightgbm": lambda seed: LightGBMSurrogate(seed=seed, regmix=True),
     "ensemble": lambda seed: EnsembleSurrogate(seed=seed),
     "quadratic-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlogquad"),
-    "ensemble-quad": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("quadratic",)),
-    "ensemble-wlogquad": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("quadratic-wlog",)),
     "ensemble-lightgbm": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("lightgbm",)),
 }
 KINDS = tuple(SURROGATES) + ("auto",)
@@ -64,7 +66,7 @@ def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:
 
 
 __all__ = [
-    "Surrogate", "Replicas", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate", "EnsembleSurrogate",
+    "Surrogate", "Replicas", "ConstantSurrogate", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate", "EnsembleSurrogate",
     "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
     "cross_val_predict", "cross_val_rmse", "stacking_weights", "check_X", "check_Xy",
 ]

@@ -11,8 +11,11 @@ fit(X, Y), for each loss column:
      spread of the weighted ensemble over those resamples is `predict_std`, the uncertainty that
      sequential design spends proxies on.
 
-The default members are smooth and fast (mixing laws and ridge models: a million mixtures score
-in well under a second); LightGBM can be added (members=(..., "lightgbm")), at about 100 s per
+The default members are smooth and fast: both mixing laws, ridge models (linear, with log terms,
+with log terms and pairwise interactions) and the constant (the runs' mean), which the stacking
+leans on when nothing else generalises, so that few or noisy runs shrink predictions toward the
+mean instead of extrapolating. The objective of all of them compiles into one surrogate.program
+(a million mixtures score in about a second on one core); LightGBM can be added (members=(..., "lightgbm")), at about 100 s per
 million mixtures.
 """
 
@@ -27,7 +30,7 @@ from mixopt.io import atomic_write_json
 from mixopt.surrogate.base import Surrogate, _combine
 from mixopt.surrogate.selection import fold_weights, stacking_weights
 
-DEFAULT_MEMBERS = ("mixing-law", "mixing-law-wlog", "linear-wlog", "linear")
+DEFAULT_MEMBERS = ("mixing-law", "mixing-law-wlog", "linear-wlog", "linear", "quadratic-wlog", "constant")
 MIN_RUNS_FOR_CV = 8
 CREDIBLE_RATIO = 2.0      # members within this factor of the best CV RMSE count as plausible alternatives
 
@@ -72,7 +75,9 @@ class EnsembleSurrogate(Surrogate):
             weights = np.stack([stacking_weights(oof[:, :, e].T, Y[:, e]) for e in range(E)], axis=1)   # (M, E)
             stacked = np.einsum("me,mne->ne", weights, oof)
             scores[self.name] = float(np.sqrt(np.mean((stacked - Y) ** 2)))
+            self.oof_ = stacked
         else:
+            self.oof_ = None
             weights = np.zeros((M, E))
             weights[0] = 1.0                                   # too few runs to cross-validate: the first member
         self.weights_ = weights
@@ -115,6 +120,45 @@ class EnsembleSurrogate(Surrogate):
             total = total + self.weights_[m][None, None, :] * replicas.predict(X)
         return total
 
+    def objective_program(self, weights):
+        """The stacked objective as one Program (None if a used member has none, e.g. LightGBM)."""
+        v = np.asarray(weights, dtype=np.float64)
+        total = None
+        for m in np.flatnonzero(self.weights_.sum(axis=1) > 0):
+            program = self.fitted_members_[m].objective_program(v * self.weights_[m])
+            if program is None:
+                return None
+            total = program if total is None else total + program
+        return total
+
+    def _spread_program(self, weights):
+        """One Program with outputs [stacked objective, credible members' objectives, bootstrap
+        replicas' stacked objectives] (see objective_spread), cached per objective; None if some
+        member or replica has no program."""
+        v = np.asarray(weights, dtype=np.float64)
+        key = v.tobytes()
+        cache = getattr(self, "_spread_cache", None)
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        stacked = self.objective_program(v)
+        parts = None
+        if stacked is not None:
+            members = [self.fitted_members_[m].objective_program(v) for m in self.credible_]
+            replicas = None
+            for m, reps in self.replicas_.items():
+                program = reps.program(v * self.weights_[m])
+                if program is None:
+                    replicas = None
+                    break
+                replicas = program if replicas is None else replicas + program
+            if all(p is not None for p in members) and (replicas is not None or not self.replicas_):
+                from mixopt.surrogate.program import Program
+
+                parts = (Program.stack([stacked, *members] + ([replicas] if replicas is not None else [])),
+                         len(members))
+        self._spread_cache = (key, parts)
+        return parts
+
     def _predict_std(self, X: np.ndarray) -> np.ndarray:
         return np.sqrt(self._variances(X, None))
 
@@ -125,6 +169,15 @@ class EnsembleSurrogate(Surrogate):
         bootstrap alone, which refits one form, does not see that."""
         X = self._check_predict_input(X)
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        compiled = self._spread_program(self.objective_weights(w))
+        if compiled is not None:
+            program, n_members = compiled
+            values = program(X)
+            stacked, members, replicas = values[:, 0], values[:, 1:1 + n_members], values[:, 1 + n_members:]
+            variance = np.mean((members - stacked[:, None]) ** 2, axis=1)
+            if replicas.shape[1]:
+                variance = variance + np.var(replicas, axis=1)
+            return np.sqrt(variance)
         return np.sqrt(self._variances(X, w))
 
     def _variances(self, X: np.ndarray, weights) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 from mixopt.io import atomic_write_json
 from mixopt.surrogate.base import Replicas, Surrogate, check_Xy
 from mixopt.surrogate.features import LinearMap, Standardizer, featurize
+from mixopt.surrogate.program import Program, linear_map_terms
 
 GCV_GRID = np.logspace(-6, 1, 15)
 
@@ -93,6 +94,10 @@ class LinearSurrogate(Surrogate):
         out += self.intercept_
         return out
 
+    def objective_program(self, weights):
+        const, lin, Q = linear_map_terms(self.map_, self.intercept_, np.asarray(weights, dtype=np.float64))
+        return Program(self.map_.K, const, lin, Q=Q)
+
     def to_json(self) -> dict:
         return {
             "kind": self.name, "features": self.features, "ridge": self.ridge,
@@ -121,5 +126,65 @@ class LinearReplicas(Replicas):
         out = self.map(X).reshape(len(X), R, E).transpose(1, 0, 2)
         return self.intercepts[:, None, :] + out
 
+    def program(self, weights):
+        v = np.asarray(weights, dtype=np.float64)
+        R, E, p = self.coefs.shape
+        K = self.map.K
+        lin = np.zeros((2 * K, R))
+        lin[:K] = self.map.linear.reshape(K, R, E) @ v
+        if self.map.log is not None:
+            lin[K:] = self.map.log.reshape(K, R, E) @ v
+        Q = np.einsum("e,rejl->rjl", v, self.map.Q.reshape(R, E, K, K)) if hasattr(self.map, "Q") else None
+        const = (self.intercepts - self.map.offset.reshape(R, E)) @ v
+        return Program(K, const, lin, Q=Q)
+
     def __len__(self) -> int:
         return len(self.intercepts)
+
+
+class ConstantSurrogate(Surrogate):
+    """The mean loss of the runs, whatever the mixture: the model of "no evidence". In an ensemble
+    it is the member that stacking leans on when the mixture models do not generalise (few or noisy
+    runs), which shrinks predictions toward the runs' mean instead of extrapolating."""
+
+    name = "constant"
+    smooth = True
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        self.mean_ = Y.mean(axis=0)
+
+    def _predict(self, X: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.mean_, (len(X), len(self.mean_))).copy()
+
+    def objective_program(self, weights):
+        return Program(self.n_features_, float(self.mean_ @ np.asarray(weights, dtype=np.float64)))
+
+    def fit_replicas(self, X, Y, W) -> "ConstantReplicas":
+        X, Y = check_Xy(X, Y)
+        W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+        return ConstantReplicas((W @ Y) / np.maximum(W.sum(axis=1, keepdims=True), 1e-300), X.shape[1])
+
+    def to_json(self) -> dict:
+        return {"kind": self.name, "mean": self.mean_.tolist(), "model": "L = mean"}
+
+    def save(self, directory) -> dict:
+        path = atomic_write_json(Path(directory) / f"{self.name}.json", self.to_json())
+        return {"kind": self.name, "files": [path.name]}
+
+
+class ConstantReplicas(Replicas):
+    def __init__(self, means: np.ndarray, K: int):
+        self.means = means                                                     # (R, E)
+        self.K = K
+
+    def program(self, weights):
+        return Program(self.K, self.means @ np.asarray(weights, dtype=np.float64))
+
+    def predict(self, X, replica=None):
+        n = len(np.atleast_2d(X))
+        if replica is not None:
+            return np.repeat(self.means[replica][None, :], n, axis=0)
+        return np.repeat(self.means[:, None, :], n, axis=1)
+
+    def __len__(self) -> int:
+        return len(self.means)

@@ -23,6 +23,7 @@ import numpy as np
 from mixopt.io import atomic_write_json
 from mixopt.surrogate.base import Replicas, Surrogate, check_Xy
 from mixopt.surrogate.features import LinearMap, Standardizer, featurize
+from mixopt.surrogate.program import Program, law_columns
 
 EXPONENT_CLIP = 30.0
 INIT_OFFSETS = (0.05, 0.4, 2.0)   # c starts this many loss spreads below the lowest loss
@@ -174,6 +175,12 @@ class MixingLawSurrogate(Surrogate):
         np.clip(exponent, -EXPONENT_CLIP, EXPONENT_CLIP, out=exponent)
         return self.y_mean_ + self.y_scale_ * (self.params_[:, 0] + np.exp(exponent))
 
+    def objective_program(self, weights):
+        v = np.asarray(weights, dtype=np.float64)
+        A, bias = law_columns(self.map_, self.params_[:, 1])
+        const = float(v @ (self.y_mean_ + self.y_scale_ * self.params_[:, 0]))
+        return Program(self.map_.K, const, A=A, bias=bias, out=(v * self.y_scale_)[:, None])
+
     def bootstrap(self, X, Y, W) -> "LawReplicas":
         """Replicas on resampled rows, warm-started from this (fitted) law."""
         return self.fit_replicas(X, Y, W, start=self.params_)
@@ -234,6 +241,16 @@ class LawReplicas(Replicas):
         np.clip(exponent, -EXPONENT_CLIP, EXPONENT_CLIP, out=exponent)
         law = (flat[:, 0] + np.exp(exponent)).reshape(len(X), R, E).transpose(1, 0, 2)
         return self.y_mean[:, None, :] + self.y_scale[:, None, :] * law
+
+    def program(self, weights):
+        v = np.asarray(weights, dtype=np.float64)
+        R, E, P = self.params.shape
+        flat = self.params.reshape(R * E, P)
+        A, bias = law_columns(self.map, flat[:, 1])
+        out = np.zeros((R * E, R))
+        out[np.arange(R * E), np.repeat(np.arange(R), E)] = (self.y_scale * v[None, :]).reshape(-1)
+        const = (self.y_mean + self.y_scale * self.params[:, :, 0]) @ v
+        return Program(self.map.K, const, A=A, bias=bias, out=out)
 
     def __len__(self) -> int:
         return len(self.params)

@@ -44,10 +44,21 @@ def cross_val_rmse(make: Callable[[], Surrogate], X, y, folds: int = 5, seed: in
 
 def stacking_weights(oof: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Non-negative weights summing to one that best combine out-of-fold predictions oof (n, M)
-    into y (n,) (Breiman's stacked regression). Falls back to the single best member."""
-    centre = y.mean()
-    weights, _ = nnls(oof - centre, y - centre)
+    into y (n,) (Breiman's stacked regression): min ||oof w - y||^2 over the probability simplex,
+    solved as non-negative least squares with the sum-to-one condition as a heavily weighted extra
+    row. A member that does not generalise gets weight 0; with a constant member among them, the
+    combination shrinks toward the mean when the others predict worse than it. Falls back to the
+    single best member."""
+    oof = np.asarray(oof, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    scale = max(float(np.std(y)), 1e-12)
+    centre = float(np.mean(y))
+    A = (oof - centre) / scale
+    b = (y - centre) / scale
+    big = 1e3 * np.sqrt(len(y))
+    weights, _ = nnls(np.vstack([A, np.full((1, oof.shape[1]), big)]), np.concatenate([b, [big]]))
     if weights.sum() <= 0 or not np.all(np.isfinite(weights)):
         weights = np.zeros(oof.shape[1])
         weights[np.argmin(np.mean((oof - y[:, None]) ** 2, axis=0))] = 1.0
+    weights[weights < 1e-6] = 0.0
     return weights / weights.sum()
