@@ -6,6 +6,13 @@
     rec.runs()           # polars DataFrame of every proxy run
     mixer = pipeline.online_mixer(rec, method="auto", steps=10_000)
 
+The same study in stages (what `mixopt sample | run | fit | propose` do), for pipelines that
+look between steps or run them as separate tasks; together they give what `recommend` gives:
+    batch = pipeline.sample(config, out_dir)     # SampleResult; batch.frame(): polars DataFrame
+    pipeline.run(config, out_dir)                # RunResult: trains the proposed proxies on Ray
+    pipeline.fit(config, out_dir)                # FitResult: surrogate + cross-validated scores
+    rec = pipeline.propose(config, out_dir)      # Recommendation, once the study is complete
+
 Every function takes paths or plain objects, returns typed results, and raises the typed
 exceptions of mixopt.errors (ConfigError, DataError, InputError, StoreError, StudyError), never
 exits the process. Calling `recommend` again with the same out_dir reuses every finished proxy run,
@@ -24,6 +31,7 @@ from mixopt.config import Config, load_config, parse_config
 from mixopt.errors import InputError
 from mixopt.export import load_recommendation
 from mixopt.recommend import Recommendation, Reporter, run_recommend
+from mixopt.stages import FitResult, RunResult, SampleResult, fit_stage, propose_stage, run_stage, sample_stage
 
 
 def _as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
@@ -47,8 +55,36 @@ def recommend(
     from the same configuration and every proxy run it needs, the study replays from the store
     without training (the result is the same)."""
     config = _as_config(config)
-    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (config.name or config.digest())
-    return run_recommend(config, out_dir, reporter)
+    return run_recommend(config, _out(config, out_dir), reporter)
+
+
+def _out(config: Config, out_dir) -> Path:
+    return Path(out_dir) if out_dir is not None else Path("runs") / (config.name or config.digest())
+
+
+def sample(config, out_dir: str | Path | None = None, reporter: Reporter | None = None) -> SampleResult:
+    """Write the study's next batch of mixtures to out_dir/proposed.parquet and return it."""
+    config = _as_config(config)
+    return sample_stage(config, _out(config, out_dir), reporter)
+
+
+def run(config, out_dir: str | Path | None = None, reporter: Reporter | None = None,
+        retry_failed: bool = False) -> RunResult:
+    """Train the proposed proxies that the store lacks, on Ray (resumable)."""
+    config = _as_config(config)
+    return run_stage(config, _out(config, out_dir), reporter, retry_failed=retry_failed)
+
+
+def fit(config, out_dir: str | Path | None = None, reporter: Reporter | None = None) -> FitResult:
+    """Fit the surrogate on the finished runs; write out_dir/surrogate/ and out_dir/fit.json."""
+    config = _as_config(config)
+    return fit_stage(config, _out(config, out_dir), reporter)
+
+
+def propose(config, out_dir: str | Path | None = None, reporter: Reporter | None = None) -> Recommendation:
+    """Search with the surrogate of a complete study; write out_dir/recommendation.json."""
+    config = _as_config(config)
+    return propose_stage(config, _out(config, out_dir), reporter)
 
 
 def load(out_dir: str | Path) -> Recommendation:

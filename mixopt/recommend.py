@@ -6,13 +6,16 @@
     recommendation.json   the mixture, its predicted loss, the natural mixture's, and provenance
     surrogate/            the fitted surrogate (LightGBM text format or JSON coefficients)
 Running it again with the same out_dir resumes: finished proxies are never trained again.
+The loop itself lives in mixopt/stages.py, beside the stages it is made of (sample, run, fit, propose);
+this module keeps what they share: the Reporter hooks, the Recommendation, the corpus and space
+from a config, the noise report and the recommendation.json payload.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +24,11 @@ import numpy as np
 from mixopt import __version__
 from mixopt.config import Config, proxy_spec
 from mixopt.data.corpus import Corpus
-from mixopt.errors import ConfigError, DataError, InputError, StudyError
-from mixopt.io import atomic_write_json, json_ready
-from mixopt.runner import RayProxyRunner, init_ray, result_row
+from mixopt.errors import ConfigError, InputError
 from mixopt.space import MixtureSpace
-from mixopt.store import STATUS_DIVERGED, STATUS_OK, RunStore, recipe_hash, run_key
-from mixopt.study import Result, Study
-
-NOISE_SEED_OFFSET = 1000
-NOISE_ROUND = -1
+from mixopt.stages import NOISE_ROUND, NOISE_SEED_OFFSET  # noqa: F401  (re-exported)
+from mixopt.store import RunStore
+from mixopt.study import Result
 
 
 class Reporter:
@@ -44,6 +43,10 @@ class Reporter:
     def proxies_finished(self) -> None: ...
 
     def log(self, line: str) -> None: ...
+
+    def busy(self, description: str):
+        """A context manager around a step of unknown length (fitting, searching)."""
+        return contextlib.nullcontext()
 
 
 @dataclass
@@ -148,100 +151,14 @@ def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, me
 
 
 def run_recommend(config: Config, out_dir: str | Path, reporter: Reporter | None = None) -> Recommendation:
-    """Run (or resume) the whole static pipeline; see the module docstring."""
-    reporter = reporter or Reporter()
-    started = time.time()
-    out_dir = Path(out_dir)
-    spec = proxy_spec(config)
-    recipe = recipe_hash(dataclasses.asdict(spec))
-    corpus = open_corpus(config, reporter)
-    space = build_space(config, corpus)
-    store = RunStore(out_dir / "runs.parquet", space.domains)
-    metric = config.objective.metric
-    study = Study(
-        space,
-        budget=config.study.proxies,
-        objective=config.objective.weights,
-        seed=config.study.seed,
-        rounds=config.study.rounds,
-        surrogate=config.surrogate.kind,
-        search=config.search.method,
-        search_options={"candidates": config.search.candidates, "top_k": config.search.top_k},
-        loss_names=space.domains,
-    )
-    reporter.stage(f"starting Ray ({config.ray.address or 'local cluster'})")
-    init_ray(config.ray.address, config.ray.num_cpus)
-    runner = RayProxyRunner(
-        str(corpus.directory.resolve()),
-        space.domains,
-        spec,
-        proxies_per_task=config.study.proxies_per_task,
-        cpus_per_task=config.study.cpus_per_task,
-        gpus_per_task=config.study.gpus_per_task,
-        retries=config.study.retries,
-        diverged_lr_factor=config.study.diverged_lr_factor,
-    )
+    """Run (or resume) the whole static pipeline; see the module docstring.
 
-    def train(mixtures: np.ndarray, seeds: list[int], round_index: int, description: str) -> list[str]:
-        run_ids = [run_key(w, s, recipe) for w, s in zip(mixtures, seeds)]
-        done = set(store.finished()["run_id"].to_list())
-        todo = [i for i, run_id in enumerate(run_ids) if run_id not in done]
-        reporter.proxies(len(run_ids), len(run_ids) - len(todo), description)
+    The stages of mixopt.stages in a loop: every round (and the seed-noise repeats) is trained in
+    turn, failed proxies of a resumed study are tried again, then the surrogate is fitted and the
+    space searched."""
+    from mixopt.stages import recommend_stages
 
-        def on_result(position: int, result: dict) -> None:
-            index = todo[position]
-            store.append([result_row(result, space.domains, mixtures[index], seeds[index], run_ids[index],
-                                     round_index, spec, recipe)])
-            will_retry = result["status"] == STATUS_DIVERGED and result.get("attempt", 1) <= config.study.retries
-            if not will_retry:
-                reporter.proxy_done(result["status"])
-
-        runner.run(mixtures[todo], [seeds[i] for i in todo], on_result)
-        reporter.proxies_finished()
-        return run_ids
-
-    def losses(run_ids: list[str]) -> np.ndarray:
-        finished = store.finished()
-        by_id = {row["run_id"]: row for row in finished.iter_rows(named=True)}
-        return np.array(
-            [[by_id[r][f"{metric}_{d}"] if r in by_id else np.nan for d in space.domains] for r in run_ids],
-            dtype=np.float64,
-        )
-
-    round_index = 0
-    first_round = None
-    while not study.done:
-        mixtures = study.ask()
-        first_round = mixtures if first_round is None else first_round
-        run_ids = train(mixtures, [config.study.seed] * len(mixtures), round_index,
-                        f"round {round_index + 1}/{len(study.round_sizes)}")
-        study.tell(mixtures, losses(run_ids))
-        round_index += 1
-
-    if config.study.noise_repeats:
-        repeats = first_round[: config.study.noise_repeats]
-        train(repeats, [config.study.seed + NOISE_SEED_OFFSET] * len(repeats), NOISE_ROUND, "seed-noise repeats")
-
-    reporter.stage("fitting the surrogate and searching")
-    try:
-        result = study.recommend()
-    except StudyError as exc:
-        raise StudyError(f"{exc}; see {store.path} for the errors") from None
-    surrogate_info = result.surrogate.save(out_dir / "surrogate")
-    noise = noise_report(store, space, result.objective, metric, config.study.seed)
-    payload = json_ready(recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started))
-    atomic_write_json(out_dir / "recommendation.json", payload)
-    return Recommendation(
-        domains=space.domains,
-        weights=result.weights,
-        predicted_loss=result.predicted,
-        natural_weights=result.natural,
-        natural_predicted_loss=result.natural_predicted,
-        n_runs=result.n_runs,
-        config_hash=config.digest(),
-        out_dir=out_dir,
-        payload=payload,
-    )
+    return recommend_stages(config, out_dir, reporter or Reporter())
 
 
 def recommendation_payload(config, corpus, space, result: Result, surrogate_info, noise, store, started) -> dict:

@@ -430,7 +430,9 @@ def plot_mixture(study: StudyData) -> Plot:
     ax.grid(True, axis="y", alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: (not labels[i].startswith(("natural", "recommended")), i))
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="best", framealpha=0.9)
+    # below the axes, never over a bar or a bound line
+    fig.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="outside lower center",
+               ncols=len(order), frameon=False)
     plot.png = _png(fig)
     plot.caption = ("Weight of each domain in the natural (token-proportional, brought inside the bounds) and the "
                     "recommended mixture. Red lines: the most each domain may take, min(max weight, max_epochs × "

@@ -1,0 +1,232 @@
+"""The `mixopt` command line: --help everywhere, the stages (sample, run, fit, propose) composing
+into exactly what `recommend` gives, --json / --quiet output, and bad input as exit 2 with one
+`error:` line.
+
+The stage tests run in-process on the real fixture corpus, store, study, surrogate and search;
+only the Ray proxy runner is replaced by a deterministic synthetic loss (Ray training is covered
+by test_pipeline_e2e.py and test_jobs.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import typer
+import yaml
+
+import mixopt.stages as stages
+from mixopt.cli import app, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- help --------------------------------------------------------------------------------------------
+def command_paths(command=None, prefix=()) -> list[tuple[str, ...]]:
+    """Every command and group of the app, as argument prefixes: (), ("sample",), ("data", "prepare"), ..."""
+    command = command or typer.main.get_command(app)
+    paths = [prefix]
+    for name, sub in getattr(command, "commands", {}).items():
+        paths.extend(command_paths(sub, prefix + (name,)))
+    return paths
+
+
+def test_every_command_and_group_has_help(capsys):
+    paths = command_paths()
+    names = {p[-1] for p in paths if p}
+    assert {"recommend", "sample", "run", "fit", "propose", "export", "report", "data", "prepare"} <= names
+    if importlib.util.find_spec("mixopt.train_cli") is not None:
+        assert {"train", "validate"} <= names
+    for path in paths:
+        assert main([*path, "--help"]) == 0, path
+        out = capsys.readouterr().out
+        assert "Usage: mixopt" in out and len(out.strip().splitlines()) > 4, path
+        if path:
+            text = " ".join(out.split())
+            # the command's own description is there, not just the usage line
+            summary = typer.main.get_command(app)
+            for name in path:
+                summary = summary.commands[name]
+            first = (summary.help or "").split("\n")[0]
+            assert first and " ".join(first.split())[:40] in text, path
+
+
+def test_python_dash_m_and_bare_command_show_help():
+    done = subprocess.run([sys.executable, "-m", "mixopt"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Usage: mixopt" in done.stdout and "propose" in done.stdout
+
+
+# -- stages ------------------------------------------------------------------------------------------
+class SyntheticRunner:
+    """Stands in for RayProxyRunner: per-domain losses that fall with the domain's own weight."""
+
+    def __init__(self, domains):
+        self.domains = domains
+        self.calls = 0
+
+    def run(self, mixtures, seeds, on_result):
+        self.calls += 1
+        for i, (w, seed) in enumerate(zip(np.asarray(mixtures), seeds)):
+            loss = 2.0 + 0.3 / (w + 0.05) ** 0.4 + (0.01 if seed else 0.0)
+            on_result(i, {"status": "ok", "loss": dict(zip(self.domains, loss.tolist())),
+                          "bpb": dict(zip(self.domains, (loss / np.log(2)).tolist())),
+                          "tokens": 1000, "seconds": 0.01, "attempt": 1})
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from mixopt.data.prepare import prepare_corpus
+
+    directory = tmp_path_factory.mktemp("corpus") / "fixture"
+    prepare_corpus(directory, source="fixture")
+    return directory
+
+
+@pytest.fixture
+def config_path(tmp_path, corpus) -> Path:
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["data"] = {"corpus": str(corpus)}
+    config["study"].update(proxies=8, rounds=2, noise_repeats=2)
+    config["surrogate"] = {"kind": "linear"}
+    config["search"] = {"candidates": 2000, "top_k": 20}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def fake_ray(monkeypatch):
+    runners = []
+
+    def runner(ctx, reporter):
+        if ctx.runner is None:
+            ctx.runner = SyntheticRunner(ctx.domains)
+            runners.append(ctx.runner)
+        return ctx.runner
+
+    monkeypatch.setattr(stages, "_runner", runner)
+    return runners
+
+
+def run_json(capsys, *args) -> dict:
+    code = main([*args, "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return json.loads(captured.out)
+
+
+def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, fake_ray, capsys):
+    cfg = ["--config", str(config_path)]
+    staged = tmp_path / "staged"
+    out = ["--out", str(staged)]
+
+    first = run_json(capsys, "sample", *cfg, *out)
+    assert first["round"] == 0 and first["pending"] == first["batch_size"] == 4
+    proposed = pl.read_parquet(staged / "proposed.parquet")
+    assert proposed.height == 4 and {"run_id", "seed", "round", "w_code"} <= set(proposed.columns)
+    # sampling again without training proposes the same mixtures (deterministic replay)
+    assert run_json(capsys, "sample", *cfg, *out)["mixtures"] == first["mixtures"]
+
+    trained = run_json(capsys, "run", *cfg, *out)
+    assert trained["trained"] == 4 and trained["ok"] == 4 and not trained["complete"]
+    assert run_json(capsys, "run", *cfg, *out)["trained"] == 0          # resumable: nothing twice
+
+    # a partial study can be fitted but not proposed from
+    assert run_json(capsys, "fit", *cfg, *out)["complete"] is False
+    assert main(["propose", *cfg, *out]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: the study is not complete")
+
+    second = run_json(capsys, "sample", *cfg, *out)
+    assert second["round"] == 1 and second["pending"] == 4
+    assert {m["run_id"] for m in second["mixtures"]}.isdisjoint(m["run_id"] for m in first["mixtures"])
+    run_json(capsys, "run", *cfg, *out)
+    noise = run_json(capsys, "sample", *cfg, *out)
+    assert noise["round"] == -1 and noise["pending"] == 2
+    assert all(m["seed"] == 1000 for m in noise["mixtures"])
+    assert run_json(capsys, "run", *cfg, *out)["complete"] is True
+    assert run_json(capsys, "sample", *cfg, *out) == {"complete": True, "path": None, "pending": 0, "mixtures": []}
+    assert not (staged / "proposed.parquet").exists()
+
+    fitted = run_json(capsys, "fit", *cfg, *out)
+    assert fitted["complete"] is True and fitted["n_fit"] == 8 and fitted["surrogate"]["kind"] == "linear"
+    assert fitted["cv"]["folds"] == 5 and fitted["cv"]["rmse"] > 0 and -1 <= fitted["cv"]["spearman"] <= 1
+    assert json.loads((staged / "fit.json").read_text()) == fitted
+    assert (staged / "surrogate").is_dir() and any((staged / "surrogate").iterdir())
+
+    proposal = run_json(capsys, "propose", *cfg, *out)
+
+    # the whole pipeline in one command, in a fresh directory
+    whole = tmp_path / "whole"
+    recommended = run_json(capsys, "recommend", *cfg, "--out", str(whole))
+    assert recommended["weights"] == proposal["weights"]
+    assert recommended["predicted_loss"] == proposal["predicted_loss"]
+    assert json.loads((staged / "recommendation.json").read_text())["weights"] == proposal["weights"]
+    ids = lambda d: sorted(pl.read_parquet(d / "runs.parquet")["run_id"].to_list())  # noqa: E731
+    assert ids(staged) == ids(whole) and len(ids(whole)) == 10
+
+    # a resumed recommend trains nothing and starts no runner
+    calls = sum(r.calls for r in fake_ray)
+    assert run_json(capsys, "recommend", *cfg, "--out", str(whole))["weights"] == proposal["weights"]
+    assert sum(r.calls for r in fake_ray) == calls
+
+    # --quiet prints the result only; export and report speak JSON too
+    assert main(["sample", *cfg, *out, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "complete" and captured.err == ""
+    exported = run_json(capsys, "export", str(staged), "--format", "hf")
+    assert exported == {"path": str(staged / "mixture.hf.json"), "format": "hf"}
+    assert main(["export", str(staged), "--format", "yaml", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip() == str(staged / "mixture.yaml")
+
+
+def test_pipeline_stage_api_is_typed_and_idempotent(tmp_path, config_path, fake_ray):
+    from mixopt import pipeline
+
+    out = tmp_path / "study"
+    first = pipeline.sample(config_path, out)
+    assert isinstance(first, stages.SampleResult) and first.frame().height == 4
+    assert isinstance(first.frame(), pl.DataFrame)
+    rec = pipeline.recommend(config_path, out)
+    assert isinstance(rec.runs(), pl.DataFrame) and rec.runs().height == 10
+    again = pipeline.recommend(config_path, out)
+    assert again.weights.tolist() == rec.weights.tolist() and again.runs().height == 10
+    loaded = pipeline.load(out)
+    assert loaded.weights.tolist() == rec.weights.tolist()
+    mixer = pipeline.online_mixer(rec, method="static", steps=10)
+    np.testing.assert_allclose(mixer.ask(), rec.weights, atol=1e-9)
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["export", "{study}", "--format", "parquet"],
+    ["export", "{study}", "--format", "hf", "--precision", "many"],
+    ["recommend", "--config", "{config}", "--out", "{file}/study"],
+    ["sample", "--config", "{config}", "--out", "{file}"],
+    ["run", "--config", "{config}", "--out", "{tmp}/empty"],
+    ["propose", "--config", "{config}", "--out", "{tmp}/empty"],
+    ["fit", "--config", "{config}", "--out", "{tmp}/empty"],
+    ["recommend", "--config", "{tmp}/missing.yaml", "--out", "{tmp}/x"],
+    ["recommend", "--out", "{tmp}/x"],
+    ["sample", "--config", "{config}", "--out", "{tmp}/x", "--bogus"],
+    ["report", "{tmp}/nowhere"],
+    ["frobnicate"],
+])
+def test_bad_input_exits_2_with_one_error_line(args, tmp_path, config_path, capsys):
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "recommendation.json").write_text(json.dumps({"domains": ["a", "b"], "weights": [0.25, 0.75]}))
+    regular_file = tmp_path / "a-file"
+    regular_file.write_text("not a directory")
+    names = {"study": study, "config": config_path, "file": regular_file, "tmp": tmp_path}
+    code = main([a.format(**names) for a in args])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert code == 2, captured
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
