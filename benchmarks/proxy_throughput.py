@@ -59,40 +59,11 @@ def log(message: str) -> None:
 
 
 def build_corpus(directory: Path) -> Path:
-    """A small byte-level corpus of real text found on any machine with Python: its standard
-    library sources (code), its e-mail test messages (email) and licence texts (prose)."""
-    from mixopt.data.shards import write_byte_corpus
+    """The committed fixture corpus (tests/fixtures/corpus, 7 domains of real text), prepared into
+    `directory`: what the benchmark trains on when no --corpus is given."""
+    from mixopt.data.prepare import prepare_corpus
 
-    lib = Path(os.__file__).parent
-
-    def gather(patterns: list[str], limit: int) -> str:
-        parts, size = [], 0
-        for pattern in patterns:
-            for path in sorted(glob.glob(pattern, recursive=True)):
-                try:
-                    text = Path(path).read_text(encoding="utf-8")
-                except (UnicodeDecodeError, OSError):
-                    continue
-                parts.append(text)
-                size += len(text)
-                if size >= limit:
-                    return "\n\n".join(parts)
-        return "\n\n".join(parts)
-
-    sources = {
-        "code": gather([str(lib / "*.py"), str(lib / "*" / "*.py")], 3_000_000),
-        "email": gather([str(lib / "test" / "test_email" / "data" / "*.txt"), str(lib / "email" / "*.py")], 600_000),
-        "prose": gather([str(lib / "LICENSE.txt"), str(lib / "idlelib" / "*.txt"), "/usr/share/common-licenses/*",
-                         str(lib / "pydoc_data" / "*.py")], 1_500_000),
-    }
-    texts = {}
-    for domain, text in sources.items():
-        if len(text) < 100_000:
-            raise SystemExit(f"error: found only {len(text)} characters of {domain} text under {lib}")
-        cut = len(text) - max(len(text) // 10, 20_000)
-        texts[domain] = {"train": text[:cut], "val": text[cut:]}
-    write_byte_corpus(directory, texts)
-    return directory
+    return prepare_corpus(directory, source="fixture").corpus.directory
 
 
 def study_defaults() -> dict:
@@ -198,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile in the pool: auto = as for a proxy run of the default recipe "
                              "(ProxySpec().tokens), which is what recommend does")
     parser.add_argument("--naive-compile", action="store_true", help="also torch.compile the naive loop")
-    parser.add_argument("--corpus", default=None, help="a prepared corpus (default: build one from Python's stdlib)")
+    parser.add_argument("--corpus", default=None, help="a prepared corpus, e.g. data/corpus (default: the test fixture corpus)")
     args = parser.parse_args(argv)
 
     import torch
