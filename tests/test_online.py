@@ -168,13 +168,20 @@ def test_load_rejects_foreign_or_mismatched_state(tmp_path):
 # ------------------------------------------------------------------ aioli: faithful to the released code
 
 
+def test_aioli_defaults_are_the_full_slimpajama_recipe():
+    o = create("aioli", 7, 40_000, seed=0).options
+    assert (o["lp_rounds"], o["lp_steps"], o["update_steps"], o["eta"], o["ema"], o["one_hot_factor"]) == \
+        (2, 10, 200, 1.0, 0.1, 0.75)
+    # fewer steps or more domains: the same 70% probing share of a round
+    o = create("aioli", 20, 10_000, seed=0).options
+    assert o["update_steps"] == int(np.ceil(2 * 10 * 20 / 0.7))
+
+
 def test_aioli_round_schedule_matches_the_arxiv_stackexchange_recipe():
     # the README / scripts/arxiv_stackexchange recipe: 2 groups, 5000 steps, 250 per round,
     # 4 sweeps x 4 steps per group = 32 probe steps per round (12.8%), one-hot factor 0.625
-    mixer = create("aioli", ["arxiv", "stackexchange"], 5000, seed=0)
-    o = mixer.options
-    assert (o["lp_rounds"], o["lp_steps"], o["update_steps"], o["eta"], o["ema"], o["one_hot_factor"]) == \
-        (4, 4, 250, 0.2, 0.1, 0.625)
+    mixer = create("aioli", ["arxiv", "stackexchange"], 5000, seed=0, lp_rounds=4, lp_steps=4,
+                   eta=0.2, one_hot_factor=0.625, update_steps=250)
     sim = _sim(K=2, steps=5000)
     trajectory = _drive(mixer, sim)
     assert trajectory[0][1] == 0                        # the evaluation before the first sweep
@@ -202,7 +209,7 @@ def test_aioli_full_slimpajama_recipe_probes_70_percent_of_each_round():
     assert mixer.lp_duration == 140 and mixer.lp_duration / mixer.options["update_steps"] == pytest.approx(0.7)
     # a K that would not fit: the round grows until probes take at most 70% of it
     big = create("aioli", 20, 5000)
-    assert big.lp_duration == 320 and big.lp_duration / big.options["update_steps"] <= 0.7
+    assert big.lp_duration == 400 and big.lp_duration / big.options["update_steps"] <= 0.7
 
 
 def test_aioli_recovers_the_interaction_matrix_and_applies_the_released_update():
@@ -211,7 +218,7 @@ def test_aioli_recovers_the_interaction_matrix_and_applies_the_released_update()
     mixture must be the released code's softmax(eta * colsum(normalised A))."""
     K = 3
     A = np.array([[0.30, 0.05, 0.00], [0.10, 0.20, -0.02], [0.00, 0.08, 0.40]])
-    mixer = create("aioli", K, 3000, seed=0, ema=None)
+    mixer = create("aioli", K, 3000, seed=0, ema=None, eta=0.2)
     losses = np.full(K, 5.0)
     mixer.ask()
     mixer.tell(losses)                                  # the step-0 evaluation

@@ -26,12 +26,14 @@ Restricted setting (`--aioli_prior`, `--prior_steps`): train on the prior for `p
 steps, then run the rounds above. The released code then resets the EG anchor to uniform
 (`weights_init = np.ones(k)`); `anchor="prior"` starts the updates from the prior instead.
 
-Defaults are the README / scripts/arxiv_stackexchange recipe: lp_rounds=4, lp_steps=4, eta=0.2,
-ema=0.1, one_hot_factor=0.625, normalised A, 20 rounds (update_steps = steps // 20; 250 of 5000).
-When K is large enough that one sweep would fill the round, update_steps grows until probes take
-at most 70% of a round (the share of the paper's full-SlimPajama recipe, 2 x 10 x 7 of 200).
-In the restricted setting the prior phase defaults to one round (PRIOR_STEPS = UPDATE_STEPS in
-the released scripts).
+Defaults are the paper's main recipe, full SlimPajama (7 domains, scripts/full/aioli/run.sh):
+lp_rounds=2, lp_steps=10, eta=1, ema=0.1, one_hot_factor=0.75, normalised A, and update_steps=200
+of 40000 steps, so that the probes take 70% of every round (2 x 10 x 7 = 140 of 200). For K
+domains and T steps the default round is max(T // 200, ceil(lp_rounds * lp_steps * K / 0.7)):
+the same 70% probing share, and at most 200 rounds. (The two-domain recipes,
+scripts/arxiv_stackexchange: lp_rounds=4, lp_steps=4, eta=0.2, one_hot_factor=0.625, 20 rounds,
+are available as options.) In the restricted setting the prior phase defaults to one round
+(PRIOR_STEPS = UPDATE_STEPS in the released scripts).
 
 Generalisations, each the identity in the paper's setting: with min/max bounds the probe mixtures
 are projected onto them and W holds the probes actually trained; with `objective` weights the
@@ -54,7 +56,7 @@ MAX_PROBE_SHARE = 0.7
 class AioliMixer(OnlineMixer):
     method = "aioli"
     defaults = {
-        "lp_rounds": 4, "lp_steps": 4, "eta": 0.2, "ema": 0.1, "one_hot_factor": 0.625,
+        "lp_rounds": 2, "lp_steps": 10, "eta": 1.0, "ema": 0.1, "one_hot_factor": 0.75,
         "normalize": True, "diagonal": False, "update_steps": None, "prior_steps": None,
         "anchor": "uniform",
     }
@@ -78,10 +80,7 @@ class AioliMixer(OnlineMixer):
                              f"are not invertible), got {o['one_hot_factor']}")
         lp_duration = o["lp_rounds"] * o["lp_steps"] * self.K
         if o["update_steps"] is None:
-            update = max(1, self.steps // 20)
-            if lp_duration >= update:
-                update = math.ceil(lp_duration / MAX_PROBE_SHARE)
-            o["update_steps"] = update
+            o["update_steps"] = max(self.steps // 200, math.ceil(lp_duration / MAX_PROBE_SHARE))
         else:
             o["update_steps"] = check_int("update_steps", o["update_steps"], 1)
             if lp_duration >= o["update_steps"]:

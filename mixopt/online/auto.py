@@ -55,7 +55,10 @@ class AutoMixer(OnlineMixer):
     * With no evidence every share is 0: rho = 0 and the mixture stays at the prior; it moves as
       the evidence grows.
 
-    Control. theta = log p; after every clean evaluation theta += clip(eta * rho, +-max_step),
+    Control. The gains are smoothed over clean evaluations (EMA with factor `smooth`) and each is
+    shrunk by its signal share m^2 / (m^2 + var(m)) (var from the gains' own scatter), so that a
+    domain whose gain flips sign from one evaluation to the next does not move the mixture.
+    theta = log p; after every clean evaluation theta += clip(eta * shrunk gain, +-max_step),
     kept within +-max_tilt of the prior's logits (a factor of 3 either way by default), projected
     onto the bounds. The integral action drives the marginal gains to equality -- the greedy
     allocation, which for losses that depend on cumulative exposure ends at the best constant
@@ -70,9 +73,9 @@ class AutoMixer(OnlineMixer):
 
     method = "auto"
     defaults = {
-        "rounds": 40, "round_steps": None, "perturb": 1.0, "eta": 0.7, "forget": 0.8,
-        "kappa_scale": 0.5, "cross_scale": 0.15, "rows_max_k": 10, "max_step": 0.5,
-        "max_tilt": float(np.log(3.0)), "taper": 0.15, "sensitivity": None,
+        "rounds": 100, "round_steps": None, "perturb": 1.0, "eta": 0.7, "forget": 0.8,
+        "kappa_scale": 0.15, "cross_scale": 0.15, "rows_max_k": 10, "max_step": 0.5,
+        "max_tilt": float(np.log(3.0)), "taper": 0.15, "sensitivity": None, "smooth": 0.7,
     }
 
     def _configure(self) -> None:
@@ -89,6 +92,7 @@ class AutoMixer(OnlineMixer):
         o["max_step"] = check_float("max_step", o["max_step"], 0.0)
         o["max_tilt"] = check_float("max_tilt", o["max_tilt"], 0.0)
         o["taper"] = check_float("taper", o["taper"], 0.0, 1.0)
+        o["smooth"] = check_float("smooth", o["smooth"], 0.0, 1.0, high_open=True)
         K = self.K
         self.sensitivity_rho = np.zeros(K)
         if o["sensitivity"] is not None:
@@ -116,6 +120,8 @@ class AutoMixer(OnlineMixer):
         width = K if self.rows else 0
         self.row_P = np.zeros((width, width, width))   # full rows: sum (r_j/var) u u^T per domain
         self.row_q = np.zeros((width, width))
+        self.rho_mean = np.zeros(K)              # smoothed gains and their variability: step by
+        self.rho_var = np.zeros(K)               # the smoothed gain, shrunk by its signal share
         self.pairs = 0
         self.kappa = np.zeros(K)                 # diagnostics: own shares, full shares, gains
         self.shares = np.zeros((K, K))
@@ -314,14 +320,24 @@ class AutoMixer(OnlineMixer):
             G = weighted * self.kappa / np.maximum(p, _TINY)
         rho = (G - (p * G).sum()) / scale + self.sensitivity_rho / (1.0 + self.pairs / 3.0)
         self.rho = np.clip(rho, -RHO_MAX, RHO_MAX)
-        step = np.clip(o["eta"] * self.rho, -o["max_step"], o["max_step"])
+        beta = o["smooth"]
+        if beta > 0:
+            dev = self.rho - self.rho_mean
+            self.rho_var = beta * self.rho_var + (1 - beta) * dev * dev
+            self.rho_mean = self.rho_mean + (1 - beta) * dev
+            noise = self.rho_var * (1 - beta) / (1 + beta)
+            signal = self.rho_mean ** 2
+            drive = self.rho_mean * np.where(signal > 0, signal / (signal + noise + _TINY), 0.0)
+        else:
+            drive = self.rho
+        step = np.clip(o["eta"] * drive, -o["max_step"], o["max_step"])
         theta = np.clip(self.theta + step, self.theta_prior - o["max_tilt"], self.theta_prior + o["max_tilt"])
         self.mixture = self.project(np.exp(theta - theta.max()))
         self.theta = np.log(np.maximum(self.mixture, _TINY))
 
     # ------------------------------------------------------------------ state
     _ARRAYS = ("theta", "tilt", "noise", "tn", "ty", "tyy", "tf", "tff", "tfy", "kxx", "kxy",
-               "row_P", "row_q", "kappa", "shares", "rho", "rate")
+               "row_P", "row_q", "rho_mean", "rho_var", "kappa", "shares", "rho", "rate")
 
     def _get_state(self) -> dict:
         state = {name: to_json(getattr(self, name)) for name in self._ARRAYS}

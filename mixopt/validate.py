@@ -1,0 +1,257 @@
+"""`mixopt validate`: does the recommendation win where it matters, at a larger scale?
+
+    result = run_validate(settings, recommendation_path, out_dir)
+
+Trains the same set of static mixtures twice: at the proxy's scale (`proxy:`, the study's recipe)
+and at a larger scale (`large:`, by default about 4x the proxy's parameters and 4x its tokens):
+the recommended mixture, the natural one (tokens available per domain, from the recommendation),
+uniform, and `random` Dirichlet mixtures. Every model of a scale starts from the same
+initialisation and sees the same data stream (common random numbers; workers/data.py), and they
+are trained as one packed computation (workers/train.py). Reports the ranking of the mixtures at
+each scale (mean held-out loss over the domains, or the recommendation's objective weights) and
+the Spearman correlation between the proxy and the large ranking.
+
+Writes out_dir/validate.json (everything), out_dir/validate.parquet (one row per mixture and scale:
+name, scale, w_<d>, loss_<d>, objective, rank, seconds) and out_dir/validate.md (the ranking table).
+A finished scale is not trained again when the command is run again with the same out_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mixopt.errors import ConfigError, InputError
+from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from mixopt.training import _format_error, load_yaml, read_mixture
+
+SCALES = ("proxy", "large")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+class ScaleSettings(_Section):
+    """A training recipe (the fields of workers.spec.ProxySpec)."""
+    preset: str | dict[str, Any] = "cpu-0.5m"
+    tokens: int = Field(default=262_144, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    seq_len: int = Field(default=128, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
+    warmup: float = Field(default=0.1, ge=0, lt=1)
+    eval_tokens: int = Field(default=16_384, gt=0)
+    compile: bool | None = False
+
+
+class ValidateSettings(_Section):
+    corpus: str = "data/corpus"
+    proxy: ScaleSettings = Field(default_factory=ScaleSettings)
+    large: ScaleSettings = Field(default_factory=lambda: ScaleSettings(
+        preset={"n_layer": 4, "n_head": 4, "d_model": 192, "d_ff": 576}, tokens=1_048_576, lr=2e-3))
+    random: int = Field(default=3, ge=0)
+    """Random Dirichlet(1) mixtures trained besides recommended, natural and uniform."""
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=2, gt=0)
+
+
+def parse_validate_config(payload: Any, source: str = "validate config") -> ValidateSettings:
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(payload).__name__}")
+    try:
+        return ValidateSettings(**payload)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(source, exc)) from None
+
+
+def load_validate_config(path: str | Path) -> ValidateSettings:
+    return parse_validate_config(load_yaml(path), source=str(path))
+
+
+def spearman(a, b) -> float:
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x), dtype=np.float64)
+        for value in np.unique(x):                      # ties: average ranks
+            tied = x == value
+            r[tied] = r[tied].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def candidate_mixtures(domains: list[str], weights: np.ndarray, payload: dict, k: int, seed: int):
+    """(names, (n, K) mixtures): recommended, natural, uniform, random-1..k."""
+    K = len(domains)
+    names, rows = ["recommended"], [weights]
+    natural = payload.get("natural_weights")
+    if natural is None and isinstance(payload.get("space"), dict) and payload["space"].get("tokens"):
+        natural = payload["space"]["tokens"]
+    if natural is not None:
+        natural = np.asarray(natural, dtype=np.float64)
+        if natural.shape == (K,) and np.all(np.isfinite(natural)) and np.all(natural >= 0) and natural.sum() > 0:
+            names.append("natural")
+            rows.append(natural / natural.sum())
+    names.append("uniform")
+    rows.append(np.full(K, 1.0 / K))
+    rng = np.random.default_rng([seed, 0x5A11D])
+    for i in range(k):
+        names.append(f"random-{i + 1}")
+        rows.append(rng.dirichlet(np.ones(K)))
+    return names, np.stack(rows)
+
+
+def _spec(scale: ScaleSettings):
+    from workers.spec import ProxySpec
+
+    try:
+        return ProxySpec(preset=scale.preset, tokens=scale.tokens, batch_size=scale.batch_size,
+                         seq_len=scale.seq_len, lr=scale.lr, warmup=scale.warmup, eval_tokens=scale.eval_tokens,
+                         compile=scale.compile, device="cpu")
+    except ValueError as exc:
+        raise ConfigError(f"validate config: {exc}") from None
+
+
+def _objective_weights(payload: dict, domains: list[str]) -> np.ndarray:
+    objective = payload.get("objective")
+    if isinstance(objective, dict) and isinstance(objective.get("weights"), dict):
+        w = np.array([float(objective["weights"].get(d, 0.0)) for d in domains])
+        if np.all(np.isfinite(w)) and w.sum() > 0:
+            return w / w.sum()
+    return np.full(len(domains), 1.0 / len(domains))
+
+
+def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: str | Path,
+                 log: Callable[[str], None] | None = None) -> dict:
+    from mixopt.data.corpus import Corpus
+    from workers.presets import load_preset
+    from workers.train import train_proxies
+
+    log = log or (lambda line: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    domains, weights, payload = read_mixture(mixture_path)
+    corpus = Corpus.open(settings.corpus, verify="size")
+    missing = [d for d in domains if d not in corpus.domains]
+    if missing:
+        raise InputError(f"mixture: domains {missing} are not in the corpus at {settings.corpus}")
+    names, mixtures = candidate_mixtures(domains, weights, payload, settings.random, settings.seed)
+    objective = _objective_weights(payload, domains)
+    started = time.time()
+    scales = {}
+    for scale in SCALES:
+        cached = out / f"scale_{scale}.json"
+        spec = _spec(getattr(settings, scale))
+        key = {"spec": dataclasses.asdict(spec), "names": names, "mixtures": mixtures.tolist(), "domains": domains}
+        if cached.exists():
+            saved = json.loads(cached.read_text(encoding="utf-8"))
+            if saved.get("key") == key:
+                log(f"{scale}: finished already ({out / cached.name})")
+                scales[scale] = saved
+                continue
+        params = load_preset(spec.preset, corpus.vocab_size).num_params()
+        log(f"{scale}: training {len(names)} models of {params / 1e6:.2f}M parameters on {spec.tokens:,} tokens each "
+            f"({spec.steps} steps), packed, {settings.threads} threads")
+        t0 = time.time()
+        results = train_proxies(settings.corpus, domains, mixtures, [settings.seed] * len(names), spec,
+                                threads=settings.threads, packed=True)
+        seconds = time.time() - t0
+        losses = np.array([[r["loss"][d] for d in domains] for r in results])
+        scales[scale] = {"key": key, "params": params, "tokens": spec.tokens, "seconds": seconds,
+                         "status": [r["status"] for r in results], "losses": losses.tolist()}
+        atomic_write_json(cached, _finite(scales[scale]))
+        log(f"{scale}: done in {seconds:.0f} s")
+    table = []
+    objectives = {}
+    for scale in SCALES:
+        losses = np.array(scales[scale]["losses"], dtype=np.float64)
+        objectives[scale] = losses @ objective
+    ranks = {scale: _rank(objectives[scale]) for scale in SCALES}
+    for i, name in enumerate(names):
+        table.append({"name": name, **{f"{s}_loss": float(objectives[s][i]) for s in SCALES},
+                      **{f"{s}_rank": int(ranks[s][i]) for s in SCALES}})
+    rho = spearman(objectives["proxy"], objectives["large"])
+    large_best = names[int(np.nanargmin(objectives["large"]))]
+    result = {
+        "domains": domains, "names": names, "mixtures": mixtures.tolist(), "objective_weights": objective.tolist(),
+        "scales": {s: {k: v for k, v in scales[s].items() if k != "key"} for s in SCALES},
+        "table": table, "spearman_proxy_large": rho, "recommended_rank_large": int(ranks["large"][0]),
+        "recommended_rank_proxy": int(ranks["proxy"][0]), "best_large": large_best,
+        "recommended_wins": large_best == "recommended", "seconds": time.time() - started,
+        "settings": settings.model_dump(),
+    }
+    atomic_write_json(out / "validate.json", _finite(result))
+    _write_parquet(out / "validate.parquet", names, mixtures, domains, scales, objectives, ranks)
+    atomic_write_text(out / "validate.md", ranking_markdown(result))
+    return result
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.int64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    return ranks
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_parquet(path, names, mixtures, domains, scales, objectives, ranks) -> None:
+    import polars as pl
+
+    rows = []
+    for scale in SCALES:
+        losses = scales[scale]["losses"]
+        for i, name in enumerate(names):
+            row = {"name": name, "scale": scale, "params": scales[scale]["params"], "tokens": scales[scale]["tokens"]}
+            row.update({f"w_{d}": float(mixtures[i, j]) for j, d in enumerate(domains)})
+            row.update({f"loss_{d}": _none(losses[i][j]) for j, d in enumerate(domains)})
+            row.update(objective=_none(objectives[scale][i]), rank=int(ranks[scale][i]),
+                       seconds=scales[scale]["seconds"] / len(names))
+            rows.append(row)
+    atomic_write_parquet(path, pl.DataFrame(rows))
+
+
+def _none(value):
+    value = None if value is None else float(value)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def ranking_markdown(result: dict) -> str:
+    scales = result["scales"]
+    lines = [
+        f"| mixture | proxy loss ({scales['proxy']['params'] / 1e6:.2f}M params, {scales['proxy']['tokens'] / 1e6:.2f}M tok) "
+        f"| proxy rank | large loss ({scales['large']['params'] / 1e6:.2f}M params, {scales['large']['tokens'] / 1e6:.2f}M tok) "
+        f"| large rank |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in sorted(result["table"], key=lambda r: r["large_rank"]):
+        lines.append(f"| {row['name']} | {row['proxy_loss']:.4f} | {row['proxy_rank']} | {row['large_loss']:.4f} "
+                     f"| {row['large_rank']} |")
+    lines.append("")
+    lines.append(f"Spearman(proxy, large) = {result['spearman_proxy_large']:.3f}; the recommendation ranks "
+                 f"{result['recommended_rank_large']} of {len(result['table'])} at the large scale "
+                 f"({result['recommended_rank_proxy']} at the proxy scale); "
+                 f"trained in {result['seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,271 @@
+"""The large-run integration: batch source, training loop under a mixer, resume, Ray mixer actor,
+`mixopt train` / `mixopt validate` command functions. Real torch training on the fixture corpus."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mixopt import online
+from mixopt.errors import ConfigError, InputError
+from mixopt.training import (MixtureBatchSource, RemoteMixer, build_mixer, mixer_actor, parse_train_config,
+                             train_run)
+from mixopt.validate import candidate_mixtures, parse_validate_config, run_validate, spearman
+
+DOMAINS = ["code", "docs", "legal"]
+TINY = {"n_layer": 1, "n_head": 2, "d_model": 32, "d_ff": 64}
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    from mixopt.data.prepare import prepare_corpus
+
+    out = tmp_path_factory.mktemp("corpus") / "corpus"
+    prepare_corpus(out, source="fixture")
+    return str(out)
+
+
+def _settings(corpus_dir, steps=24, **extra):
+    payload = {"corpus": corpus_dir, "model": {"preset": TINY, "tokens": steps * 4 * 32, "batch_size": 4,
+                                                 "seq_len": 32, "lr": 3e-3},
+               "eval_tokens": 128, "final_eval_tokens": 256, "threads": 1,
+               "online": {"options": {"auto": {"rounds": 6}, "aioli": {"lp_rounds": 1, "lp_steps": 2}}}}
+    payload.update(extra)
+    return parse_train_config(payload)
+
+
+# ------------------------------------------------------------------ batch source
+def test_batch_source_follows_changing_weights_and_resumes_exactly(corpus_dir):
+    from mixopt.data.corpus import Corpus
+
+    corpus = Corpus.open(corpus_dir)
+    source = MixtureBatchSource(corpus, DOMAINS, batch_size=8, seq_len=16, seed=3, weights=[0.5, 0.25, 0.25])
+    for _ in range(40):
+        counts = source.counts(source.step)
+        assert counts.sum() == 8 and np.all(np.abs(counts - 8 * source.weights) < 1)
+        assert source.next_batch().shape == (8, 17)
+    np.testing.assert_allclose(source.rows_taken / source.rows_taken.sum(), [0.5, 0.25, 0.25], atol=0.02)
+    source.set_weights([0.0, 0.0, 1.0])
+    before = source.rows_taken.copy()
+    source.next_batch()
+    assert (source.rows_taken - before).tolist() == [0, 0, 8]
+    # resuming from the JSON state gives the very same batches
+    state = json.loads(json.dumps(source.state_dict()))
+    expected = [source.next_batch() for _ in range(3)]
+    twin = MixtureBatchSource(corpus, DOMAINS, batch_size=8, seq_len=16, seed=3)
+    twin.load_state_dict(state)
+    for batch in expected:
+        np.testing.assert_array_equal(twin.next_batch(), batch)
+
+
+def test_batch_source_is_an_iterable_dataset_reading_a_weights_function(corpus_dir):
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from mixopt.data.corpus import Corpus
+
+    current = {"w": [1.0, 0.0, 0.0]}
+    source = MixtureBatchSource(Corpus.open(corpus_dir), DOMAINS, 4, 16, seed=0,
+                                weights_fn=lambda: current["w"], refresh_every=2)
+    assert isinstance(source, IterableDataset)
+    iterator = iter(DataLoader(source, batch_size=None))
+    first = next(iterator)
+    assert isinstance(first, torch.Tensor) and first.shape == (4, 17)
+    current["w"] = [0.0, 1.0, 0.0]
+    next(iterator)                                   # step 1: not refreshed yet
+    assert source.weights.tolist() == [1.0, 0.0, 0.0]
+    next(iterator)                                   # step 2: refreshed
+    assert source.weights.tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(InputError, match="weights"):
+        source.set_weights([1.0, -1.0, 1.0])
+
+
+# ------------------------------------------------------------------ training loop
+def test_train_run_logs_the_schema_the_report_reads(corpus_dir, tmp_path):
+    settings = _settings(corpus_dir)
+    mixer = build_mixer(settings, DOMAINS, prior=[0.6, 0.2, 0.2], method="auto")
+    result = train_run(settings, DOMAINS, mixer, tmp_path / "run")
+    log = pl.read_parquet(tmp_path / "run" / "train_log.parquet")
+    for column in ["step", "tokens", "phase", "train_loss"] + [f"w_{d}" for d in DOMAINS] + [f"loss_{d}" for d in DOMAINS]:
+        assert column in log.columns
+    assert log["step"].to_list()[-1] == settings.steps
+    weights = log.select([f"w_{d}" for d in DOMAINS]).to_numpy()
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(weights[0], [0.6, 0.2, 0.2])             # starts at the prior
+    assert result["status"] == "ok" and result["steps"] == settings.steps
+    first = log.filter(pl.col("segment_steps") > 0).row(0, named=True)
+    assert result["mean_loss"] < np.log(256)                            # learned something at all
+    assert np.mean([log[f"loss_{d}"][-1] for d in DOMAINS]) < np.mean([first[f"loss_{d}"] for d in DOMAINS])
+    assert (tmp_path / "run" / "weights.png").stat().st_size > 0
+    # the mixer state is saved as JSON and reloads
+    reloaded = online.load(tmp_path / "run" / "checkpoint" / "mixer.json")
+    assert reloaded.done and reloaded.method == "auto"
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter:
+    """A mixer that raises after `tells` tells (a killed training job)."""
+
+    def __init__(self, mixer, tells):
+        self.mixer, self.left = mixer, tells
+
+    def __getattr__(self, name):
+        return getattr(self.mixer, name)
+
+    def tell(self, losses):
+        self.mixer.tell(losses)
+        self.left -= 1
+        if self.left == 0:
+            raise _Interrupt()
+
+
+def test_a_killed_run_resumes_with_its_mixer_and_ends_where_an_uninterrupted_one_does(corpus_dir, tmp_path):
+    settings = _settings(corpus_dir, steps=30)
+    whole = train_run(settings, DOMAINS, build_mixer(settings, DOMAINS, None, method="aioli",),
+                      tmp_path / "whole")
+    with pytest.raises(_Interrupt):
+        train_run(settings, DOMAINS, _StopAfter(build_mixer(settings, DOMAINS, None, method="aioli"), 5),
+                  tmp_path / "resumed")
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "meta.json").read_text())
+    assert 0 < state["step"] < settings.steps
+    resumed = train_run(settings, DOMAINS, build_mixer(settings, DOMAINS, None, method="aioli"), tmp_path / "resumed")
+    assert resumed["steps"] == whole["steps"] and resumed["probe_steps"] == whole["probe_steps"] > 0
+    for d in DOMAINS:
+        assert resumed["loss"][d] == pytest.approx(whole["loss"][d], rel=1e-5)
+    a = pl.read_parquet(tmp_path / "whole" / "train_log.parquet")
+    b = pl.read_parquet(tmp_path / "resumed" / "train_log.parquet")
+    np.testing.assert_allclose(a.select([f"w_{d}" for d in DOMAINS]).to_numpy(),
+                               b.select([f"w_{d}" for d in DOMAINS]).to_numpy(), atol=1e-9)
+
+
+def test_end_phase_schedule_holds_the_upweighted_prior_at_the_end(corpus_dir):
+    settings = _settings(corpus_dir, steps=40, online={"method": "auto", "options": {"auto": {"rounds": 4}},
+                                                         "end_phase": {"fraction": 0.25, "upweight": {"legal": 3.0}}})
+    mixer = build_mixer(settings, DOMAINS, prior=[0.5, 0.25, 0.25])
+    assert isinstance(mixer, online.Schedule)
+    losses = np.array([3.0, 3.0, 3.0])
+    last = None
+    while not mixer.done:
+        p = mixer.ask()
+        if mixer.step >= 30:
+            last = p
+        losses = losses - 0.01 * p * mixer.next_steps
+        mixer.tell(losses)
+    np.testing.assert_allclose(last, np.array([0.5, 0.25, 0.75]) / 1.5)
+
+
+def test_bad_train_config_and_bad_method_raise_typed_errors(corpus_dir):
+    with pytest.raises(ConfigError, match="model.learning_rate"):
+        parse_train_config({"model": {"learning_rate": 1.0}})
+    with pytest.raises(ConfigError, match="eval_tokens"):
+        parse_train_config({"eval_tokens": 0})
+    with pytest.raises(InputError, match="online"):
+        build_mixer(_settings(corpus_dir), DOMAINS, None, method="best")
+
+
+def test_train_command_rejects_bad_input(corpus_dir, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from mixopt.train_cli import train_command
+
+    app = typer.Typer()
+    app.command()(train_command)
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"corpus": corpus_dir, "model": {"preset": TINY, "tokens": 4096}}))
+    result = CliRunner().invoke(app, ["--config", str(config), "--online", "bogus", "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, InputError) and "online" in str(result.exception)
+    result = CliRunner().invoke(app, ["--config", str(config), "--online", "static", "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, InputError) and "mixture" in str(result.exception)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"domains": ["code"], "weights": [1.0, 2.0]}))
+    result = CliRunner().invoke(app, ["--config", str(config), "--mixture", str(bad), "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, InputError)
+
+
+# ------------------------------------------------------------------ Ray: one mixer, two workers
+def test_two_workers_share_one_named_mixer_actor():
+    import ray
+
+    from mixopt.runner import init_ray
+
+    init_ray(num_cpus=1)
+    try:
+        steps = 12
+        mixer = online.create("auto", domains=DOMAINS, steps=steps, seed=0, rounds=4)
+        handle = mixer_actor("mixer-test", mixer, workers=2)
+        seen = {0: [], 1: []}
+        errors = []
+
+        def worker(rank):
+            try:
+                remote = RemoteMixer(mixer_actor("mixer-test"), DOMAINS, steps)   # found by name
+                losses = np.array([3.0, 3.0, 3.0]) + rank
+                while not remote.done:
+                    p = remote.ask()
+                    seen[rank].append((p.tolist(), remote.next_steps))
+                    losses = losses - 0.1 * p
+                    remote.tell(losses)
+            except Exception as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(rank,)) for rank in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors
+        assert seen[0] == seen[1] and len(seen[0]) >= 2                  # the same proportions for both
+        state = ray.get(handle.state.remote())
+        assert state["step"] == steps and state["round"] == len(seen[0])  # told once per round, not twice
+        twin = online.create("auto", domains=DOMAINS, steps=steps, seed=0, rounds=4)
+        losses = np.array([3.5, 3.5, 3.5])                               # the mean of both workers' losses
+        for p, n in seen[0]:
+            np.testing.assert_allclose(twin.ask(), p)
+            assert twin.next_steps == n
+            losses = losses - 0.1 * np.asarray(p)
+            twin.tell(losses)
+    finally:
+        ray.shutdown()
+
+
+# ------------------------------------------------------------------ validate
+def test_candidates_and_spearman():
+    names, rows = candidate_mixtures(DOMAINS, np.array([0.5, 0.3, 0.2]), {"natural_weights": [1, 1, 2]}, k=2, seed=0)
+    assert names == ["recommended", "natural", "uniform", "random-1", "random-2"]
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0)
+    np.testing.assert_allclose(rows[1], [0.25, 0.25, 0.5])
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    with pytest.raises(ConfigError, match="random"):
+        parse_validate_config({"random": -1})
+
+
+def test_validate_ranks_mixtures_at_two_scales_and_reuses_finished_work(corpus_dir, tmp_path):
+    mixture = tmp_path / "recommendation.json"
+    mixture.write_text(json.dumps({"domains": DOMAINS, "weights": [0.5, 0.3, 0.2], "natural_weights": [1, 1, 1]}))
+    scale = {"preset": TINY, "tokens": 20 * 4 * 32, "batch_size": 4, "seq_len": 32, "eval_tokens": 256}
+    settings = parse_validate_config({"corpus": corpus_dir, "proxy": scale,
+                                      "large": {**scale, "preset": {**TINY, "d_model": 48}}, "random": 1, "threads": 1})
+    result = run_validate(settings, mixture, tmp_path / "v")
+    table = result["table"]
+    assert [row["name"] for row in table] == ["recommended", "natural", "uniform", "random-1"]
+    for s in ("proxy", "large"):
+        assert sorted(row[f"{s}_rank"] for row in table) == [1, 2, 3, 4]
+        best = min(table, key=lambda row: row[f"{s}_loss"])
+        assert best[f"{s}_rank"] == 1
+    assert -1.0 <= result["spearman_proxy_large"] <= 1.0
+    frame = pl.read_parquet(tmp_path / "v" / "validate.parquet")
+    assert frame.height == 8 and set(frame["scale"]) == {"proxy", "large"}
+    assert "Spearman" in (tmp_path / "v" / "validate.md").read_text()
+    logged = []
+    again = run_validate(settings, mixture, tmp_path / "v", log=logged.append)
+    assert sum("finished already" in line for line in logged) == 2
+    assert again["table"] == table
