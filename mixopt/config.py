@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mixopt.errors import ConfigError
 
 Fraction = Field(ge=0.0, le=1.0)
+
+
+SectionT = TypeVar("SectionT", bound="Section")
 
 
 class Section(BaseModel):
@@ -141,22 +144,27 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
     return f"{source}: {where}: {problem}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
 
-def parse_config(payload: Any, source: str = "config") -> Config:
-    """Validate a mapping (parsed YAML) into a Config, or raise ConfigError naming the field."""
+def validate_mapping(model: type[SectionT], payload: Any, source: str) -> SectionT:
+    """Validate a mapping (parsed YAML) into `model`, or raise ConfigError naming the field."""
     if payload is None:
         payload = {}
     if not isinstance(payload, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(payload).__name__}")
     try:
-        config = Config.model_validate(payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def parse_config(payload: Any, source: str = "config") -> Config:
+    """Validate a mapping (parsed YAML) into a Config, or raise ConfigError naming the field."""
+    config = validate_mapping(Config, payload, source)
     proxy_spec(config, source)  # validates the proxy section against the worker's spec
     return config
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
+def read_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a config file, or ConfigError naming the file (and the line of a syntax error)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
@@ -167,13 +175,17 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        payload = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from None
-    return parse_config(payload, str(path))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    return parse_config(read_yaml(path), str(path))
 
 
 def proxy_spec(config: Config, source: str = "config"):

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, DataError, InputError
 from mixopt.io import atomic_write, atomic_write_json, atomic_write_parquet
 
@@ -39,8 +39,7 @@ CHECKPOINT_DIR = "checkpoint"
 
 
 # ----------------------------------------------------------------------------- configuration
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+_Section = Section   # extra keys forbidden, no NaN or infinities: as every mixopt config
 
 
 class ModelSettings(_Section):
@@ -94,41 +93,16 @@ class TrainSettings(_Section):
         return self.model.tokens // (self.model.batch_size * self.model.seq_len)
 
 
-def _format_error(source: str, error: ValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{source}: {where}: {first['msg']}"
-
-
 def parse_train_config(payload: Any, source: str = "train config") -> TrainSettings:
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(payload).__name__}")
-    try:
-        settings = TrainSettings(**payload)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(source, exc)) from None
+    settings = validate_mapping(TrainSettings, payload, source)
     if settings.steps < 1:
         raise ConfigError(f"{source}: model.tokens must be at least batch_size * seq_len "
                           f"({settings.model.batch_size * settings.model.seq_len})")
     return settings
 
 
-def load_yaml(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-
-
 def load_train_config(path: str | Path) -> TrainSettings:
-    return parse_train_config(load_yaml(path), source=str(path))
+    return parse_train_config(read_yaml(path), source=str(path))
 
 
 def read_mixture(path: str | Path) -> tuple[list[str], np.ndarray, dict]:
@@ -312,18 +286,6 @@ def _probing(mixer) -> bool:
 
 
 # ----------------------------------------------------------------------------- the training loop
-def _lr_factor(step: int, steps: int, m: ModelSettings) -> float:
-    warmup = int(round(m.warmup * steps))
-    if step < warmup:
-        return (step + 1) / warmup
-    if m.schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, steps - 1 - warmup)
-    if m.schedule == "linear":
-        return 1.0 - (1.0 - m.final_lr) * progress
-    return m.final_lr + (1.0 - m.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _evaluate(model, held_out: dict[str, np.ndarray], batch_size: int) -> dict[str, float]:
     torch = _torch()
     out = {}
@@ -372,6 +334,7 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
     from workers.data import eval_windows
     from workers.model import GPT, param_layout
     from workers.presets import load_preset
+    from workers.train import lr_factor  # the proxies' schedule: same warmup, cosine/linear/constant
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -436,7 +399,7 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
         for _ in range(n):
             batch = torch.from_numpy(source.next_batch())
             for group in optimizer.param_groups:
-                group["lr"] = m.lr * _lr_factor(step, steps, m)
+                group["lr"] = m.lr * lr_factor(step, steps, m)
             loss = model(batch[:, :-1], batch[:, 1:])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

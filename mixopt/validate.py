@@ -27,17 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, InputError
 from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text
-from mixopt.training import _format_error, load_yaml, read_mixture
+from mixopt.training import read_mixture
 
 SCALES = ("proxy", "large")
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+_Section = Section
 
 
 class ScaleSettings(_Section):
@@ -64,18 +64,11 @@ class ValidateSettings(_Section):
 
 
 def parse_validate_config(payload: Any, source: str = "validate config") -> ValidateSettings:
-    if payload is None:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(payload).__name__}")
-    try:
-        return ValidateSettings(**payload)
-    except ValidationError as exc:
-        raise ConfigError(_format_error(source, exc)) from None
+    return validate_mapping(ValidateSettings, payload, source)
 
 
 def load_validate_config(path: str | Path) -> ValidateSettings:
-    return parse_validate_config(load_yaml(path), source=str(path))
+    return parse_validate_config(read_yaml(path), source=str(path))
 
 
 def spearman(a, b) -> float:

@@ -16,6 +16,17 @@ from mixopt.online import simulate as S
 from mixopt.online.base import project
 
 
+def finish(mixer, sim, trajectory: list) -> list:
+    """Drive `mixer` on `sim` to the end, appending (proportions, steps) of every round."""
+    while not mixer.done:
+        p = mixer.ask()
+        n = mixer.next_steps
+        trajectory.append((p.copy(), n))
+        sim.train(p, n)
+        mixer.tell(sim.observe())
+    return trajectory
+
+
 def _sim(family="powerlaw", K=4, steps=3000, seed=0, noise=0.005):
     return S.make_simulator(family, K, steps, seed, noise)
 
@@ -132,12 +143,7 @@ def test_resume_from_saved_state_continues_identically(method, tmp_path):
         snapshot = sim.snapshot()
         resumed = load(path)
         sim.restore(snapshot)
-        while not resumed.done:
-            p = resumed.ask()
-            n = resumed.next_steps
-            trajectory.append((p.copy(), n))
-            sim.train(p, n)
-            resumed.tell(sim.observe())
+        finish(resumed, sim, trajectory)
         assert len(trajectory) == len(reference)
         for (p, n), (q, m) in zip(trajectory, reference):
             assert n == m and np.array_equal(p, q)
@@ -350,12 +356,7 @@ def test_schedule_runs_phases_with_their_own_mixers_and_resumes(tmp_path):
     snapshot = sim.snapshot()
     resumed = load(path)
     sim.restore(snapshot)
-    while not resumed.done:
-        p = resumed.ask()
-        n = resumed.next_steps
-        partial.append((p.copy(), n))
-        sim.train(p, n)
-        resumed.tell(sim.observe())
+    finish(resumed, sim, partial)
     assert len(partial) == len(trajectory)
     assert all(n == m and np.array_equal(p, q) for (p, n), (q, m) in zip(partial, trajectory))
 

@@ -62,7 +62,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def lr_factor(step: int, steps: int, spec: ProxySpec) -> float:
-    """Learning rate of `step` (0-based) as a fraction of the peak."""
+    """Learning rate of `step` (0-based) as a fraction of the peak. `spec`: anything with `warmup`,
+    `schedule` and `final_lr` (a ProxySpec, or the model section of `mixopt train`'s config)."""
     warmup = int(round(spec.warmup * steps))
     if step < warmup:
         return (step + 1) / warmup
