@@ -39,10 +39,7 @@ CHECKPOINT_DIR = "checkpoint"
 
 
 # ----------------------------------------------------------------------------- configuration
-_Section = Section   # extra keys forbidden, no NaN or infinities: as every mixopt config
-
-
-class ModelSettings(_Section):
+class ModelSettings(Section):
     preset: str | dict[str, Any] = "cpu-0.5m"
     """A name in configs/presets.yaml or a dict of dims (n_layer, n_head, d_model, d_ff)."""
     tokens: int = Field(default=1_048_576, gt=0)
@@ -59,21 +56,21 @@ class ModelSettings(_Section):
     grad_clip: float = Field(default=1.0, ge=0)
 
 
-class EndPhase(_Section):
+class EndPhase(Section):
     """An end-of-training phase on a static mixture: the online mixture's prior with the named
     domains' weights multiplied by their factors ("Does your data spark joy?")."""
     fraction: float = Field(default=0.15, gt=0, lt=1)
     upweight: dict[str, float] = Field(default_factory=dict)
 
 
-class OnlineSettings(_Section):
+class OnlineSettings(Section):
     method: str = "auto"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method options for mixopt.online.create, e.g. {auto: {rounds: 40}}."""
     end_phase: EndPhase | None = None
 
 
-class TrainSettings(_Section):
+class TrainSettings(Section):
     corpus: str = "data/corpus"
     domains: list[str] | None = None
     """Domains in order (default: those of --mixture, else every domain of the corpus)."""

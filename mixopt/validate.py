@@ -37,10 +37,7 @@ from mixopt.training import read_mixture
 SCALES = ("proxy", "large")
 
 
-_Section = Section
-
-
-class ScaleSettings(_Section):
+class ScaleSettings(Section):
     """A training recipe (the fields of workers.spec.ProxySpec)."""
     preset: str | dict[str, Any] = "cpu-0.5m"
     tokens: int = Field(default=262_144, gt=0)
@@ -52,7 +49,7 @@ class ScaleSettings(_Section):
     compile: bool | None = False
 
 
-class ValidateSettings(_Section):
+class ValidateSettings(Section):
     corpus: str = "data/corpus"
     proxy: ScaleSettings = Field(default_factory=ScaleSettings)
     large: ScaleSettings = Field(default_factory=lambda: ScaleSettings(

@@ -16,9 +16,12 @@ from mixopt.online import simulate as S
 from mixopt.online.base import project
 
 
-def finish(mixer, sim, trajectory: list) -> list:
-    """Drive `mixer` on `sim` to the end, appending (proportions, steps) of every round."""
+def finish(mixer, sim, trajectory: list, stop_after: int | None = None) -> list:
+    """Drive `mixer` on `sim` to the end (or until `stop_after` segments), appending (proportions,
+    steps) of every round to `trajectory`."""
     while not mixer.done:
+        if stop_after is not None and len(trajectory) >= stop_after:
+            break
         p = mixer.ask()
         n = mixer.next_steps
         trajectory.append((p.copy(), n))
@@ -42,16 +45,7 @@ def _options(method, sim):
 def _drive(mixer, sim, noise_seed=0, stop_after=None):
     """The generic training loop; returns [(proportions, steps)] per segment."""
     sim.reset(noise_seed)
-    trajectory = []
-    while not mixer.done:
-        if stop_after is not None and len(trajectory) >= stop_after:
-            break
-        p = mixer.ask()
-        n = mixer.next_steps
-        trajectory.append((p.copy(), n))
-        sim.train(p, n)
-        mixer.tell(sim.observe())
-    return trajectory
+    return finish(mixer, sim, [], stop_after)
 
 
 # ------------------------------------------------------------------ protocol and invariants
