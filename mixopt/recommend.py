@@ -182,7 +182,11 @@ def recommendation_payload(config, corpus, space, result: Result, surrogate_info
         "best_observed": {"weights": result.X[best].tolist(), "loss": float(observed[best])},
         "epochs_at_target": epochs.tolist() if epochs is not None else None,
         "space": space.describe(),
-        "surrogate": {**surrogate_info, "cv_rmse": result.cv_scores},
+        "surrogate": {**surrogate_info, "cv_rmse": result.cv_scores,
+                      # how far to trust it: the objective's cross-validated R^2, the search's trust
+                      # radius (total variation from a run; None: anywhere), the spread at the pick
+                      "skill": result.skill, "trust_radius": result.trust_radius,
+                      "predicted_std": result.predicted_std},
         "search": {
             "method": result.search.method,
             "candidates": result.search.candidates,
