@@ -33,5 +33,12 @@ demo: corpus
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# CPU benchmarks (each prints a one-line summary last; figures go to docs/benchmarks.md)
+bench: corpus
+	$(PY) benchmarks/regmix_public.py
+	$(PY) benchmarks/simulated.py
+	$(PY) benchmarks/online_sim.py
+	$(PY) benchmarks/proxy_throughput.py --device cpu --corpus $(CORPUS)
+
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
