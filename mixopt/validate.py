@@ -31,7 +31,7 @@ from pydantic import Field
 
 from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, InputError
-from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready
 from mixopt.training import read_mixture
 
 SCALES = ("proxy", "large")
@@ -163,7 +163,7 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
         losses = np.array([[r["loss"][d] for d in domains] for r in results])
         scales[scale] = {"key": key, "params": params, "tokens": spec.tokens, "seconds": seconds,
                          "status": [r["status"] for r in results], "losses": losses.tolist()}
-        atomic_write_json(cached, _finite(scales[scale]))
+        atomic_write_json(cached, json_ready(scales[scale]))
         log(f"{scale}: done in {seconds:.0f} s")
     table = []
     objectives = {}
@@ -184,7 +184,7 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
         "recommended_wins": large_best == "recommended", "seconds": time.time() - started,
         "settings": settings.model_dump(),
     }
-    atomic_write_json(out / "validate.json", _finite(result))
+    atomic_write_json(out / "validate.json", json_ready(result))
     _write_parquet(out / "validate.parquet", names, mixtures, domains, scales, objectives, ranks)
     atomic_write_text(out / "validate.md", ranking_markdown(result))
     return result
@@ -195,16 +195,6 @@ def _rank(values: np.ndarray) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.int64)
     ranks[order] = np.arange(1, len(values) + 1)
     return ranks
-
-
-def _finite(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _write_parquet(path, names, mixtures, domains, scales, objectives, ranks) -> None:
