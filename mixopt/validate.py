@@ -32,6 +32,7 @@ from pydantic import Field
 from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, InputError
 from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready
+from mixopt.report import spearman
 from mixopt.training import read_mixture
 
 SCALES = ("proxy", "large")
@@ -66,22 +67,6 @@ def parse_validate_config(payload: Any, source: str = "validate config") -> Vali
 
 def load_validate_config(path: str | Path) -> ValidateSettings:
     return parse_validate_config(read_yaml(path), source=str(path))
-
-
-def spearman(a, b) -> float:
-    def ranks(x):
-        x = np.asarray(x, dtype=np.float64)
-        order = np.argsort(x, kind="mergesort")
-        r = np.empty(len(x))
-        r[order] = np.arange(len(x), dtype=np.float64)
-        for value in np.unique(x):                      # ties: average ranks
-            tied = x == value
-            r[tied] = r[tied].mean()
-        return r
-    ra, rb = ranks(a), ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def candidate_mixtures(domains: list[str], weights: np.ndarray, payload: dict, k: int, seed: int):
