@@ -2,6 +2,7 @@
 
     python benchmarks/online_sim.py            # 18 cases (6 families x K = 3, 8, 20), 3 runs each
     python benchmarks/online_sim.py --quick    # 6 cases, 2 runs each
+    python benchmarks/online_sim.py --draws 10 # 10 draws of the suite (seeds 0..9): 180 cases
 
 Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
 with cumulative, diminishing-returns exposure through a transfer matrix; repetition penalties,
@@ -78,11 +79,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one case per family, 2 runs each")
     parser.add_argument("--reps", type=int, default=None, help="runs per method and case")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the (first) draw of the suite")
+    parser.add_argument("--draws", type=int, default=1,
+                        help="draws of the suite (seeds seed, seed+1, ...): the same families and sizes, "
+                             "new random models -- a stand-in for simulators not tuned on")
     args = parser.parse_args()
     reps = args.reps or (2 if args.quick else 3)
     started = time.time()
-    cases = S.suite(quick=args.quick, seed=args.seed)
+    cases = [case for draw in range(args.draws) for case in S.suite(quick=args.quick, seed=args.seed + draw)]
     header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
               f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}")
     print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better)")
@@ -117,7 +121,7 @@ def main() -> None:
           f"{sum(r['auto_proxy'] < r['proxy'] for r in rows)}/{n}; elapsed {time.time() - started:.0f} s")
     print(f"online sim: cases={n} aioli_beats_stratified={aioli_wins}/{n} auto_beats_stratified={auto_wins}/{n} "
           f"auto_gap_closed_min={closed.min():.2f} auto_gap_closed_mean={closed.mean():.2f} "
-          f"ask_tell_us_100={us_auto:.0f}")
+          f"auto_below_30pct={int((closed < 0.3).sum())}/{n} ask_tell_us_100={us_auto:.0f}")
 
 
 if __name__ == "__main__":

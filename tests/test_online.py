@@ -389,3 +389,37 @@ def test_auto_stays_at_the_prior_without_evidence():
         t += mixer.next_steps
         mixer.tell(2.0 + 3.0 / math.sqrt(1 + t) + 1e-4 * rng.standard_normal(3))
         assert np.abs(np.log(mixer.mixture / prior)).max() < 0.35
+
+
+def test_auto_reads_each_domains_rate_from_its_recent_losses():
+    """The local rate fit: on losses L_j(t) = 2 + B_j t^-1/2 the rate is B_j t^-3/2 / 2 per step;
+    a domain that is never evaluated gets rate 0, not NaN."""
+    mixer = create("auto", 3, 100_000, seed=0)
+    B = np.array([1.0, 3.0, 0.5])
+    for t in range(2000, 2000 + 12 * 500, 500):
+        losses = 2.0 + B * t ** -0.5
+        losses[2] = np.nan
+        mixer.cleans.append([t, losses])
+    t = mixer.cleans[-1][0]
+    rate = mixer._rates(t)
+    np.testing.assert_allclose(rate[:2], 0.5 * B[:2] * t ** -1.5, rtol=0.05)   # quadratic vs power law: ~2%
+    assert rate[2] == 0.0
+
+
+def test_auto_learns_that_a_domain_teaches_the_others():
+    """Domain 0's data lowers every domain's loss (transfer 0.8), which its own loss curve cannot
+    show: the tilt pairs must find it (largest transfer correction), and the mixer must then give
+    domain 0 more than the own-data model alone does and end with a lower objective."""
+    K, T = 3, 5000
+    transfer = np.eye(K)
+    transfer[0, 1:] = 0.8
+    model = S.LossModel(name="teacher", steps=T, E=np.full(K, 2.0), B=np.ones(K), alpha=np.full(K, 0.5),
+                        scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
+                        epoch_steps=np.full(K, np.inf), noise=np.full(K, 1e-4))
+    sim = S.Simulator(model)
+    learnt = create("auto", K, T, seed=0)
+    with_transfer = S.run(learnt, sim, seed=0)
+    own_only = S.run(create("auto", K, T, seed=0, transfer_scale=1e-6), sim, seed=0)
+    assert np.argmax(learnt.transfer) == 0 and learnt.transfer[0] > 0.2
+    assert with_transfer.mean_mixture[0] > own_only.mean_mixture[0] + 0.05
+    assert with_transfer.objective < own_only.objective

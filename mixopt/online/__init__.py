@@ -40,8 +40,9 @@ Methods (METHODS):
 * `aioli`: Aioli (Chen et al. 2024) as in its released code -- see mixopt/online/aioli.py.
 * `doremi`: DoReMi's exponentiated-gradient reweighting on excess loss over a reference model's
   losses (option `reference_losses`), online on the main model.
-* `auto`: ours -- greedy exponentiated gradient on transfer-aware marginal gains learned from
-  every evaluation, no probe steps, starting at the prior and moving as the evidence grows.
+* `auto`: ours -- greedy exponentiated gradient on marginal gains read from every evaluation
+  (each domain's own loss curve, corrected for transfer by short antithetic tilts), no probe
+  steps, starting at the prior and staying there until the first tilt pair is in.
 
 Schedules (mixopt/online/schedule.py): `Schedule(domains, steps, phases=[Phase(until=0.85,
 method="auto", prior=p), Phase(until=1.0, method="static", prior=upweight(p, {...}, domains))])`
