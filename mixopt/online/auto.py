@@ -30,11 +30,13 @@ class AutoMixer(OnlineMixer):
     p_i of the steps. Transfer (a domain teaching, or hurting, others) changes that, so the gain of
     domain i is modelled as
 
-        G_i = k * w_i r_i / p_i + R * delta_i          (R = sum_j w_j r_j, the objective's rate)
+        G_i = k * w_i (r_i + R eps_i) / p_i + R * delta_i    (R = sum_j w_j r_j, the objective's rate)
 
-    with one own-data share k for all domains (prior 1, sd `own_scale`) and a per-domain transfer
-    correction delta_i (prior 0, sd `transfer_scale`, in units of the objective's rate, so that it
-    stays put while the rates fall).
+    with eps_i a correction to the part of domain i's rate that its own data buys (prior 0, sd
+    `own_rate_scale`: a loss that rises because other domains hurt it must not read as "its own
+    data hurts it"), one own-data share k for all domains (prior 1, sd `own_scale`) and a
+    per-domain transfer correction delta_i (prior 0, sd `transfer_scale`). eps and delta are in
+    units of the objective's rate, so that they stay put while the rates fall.
 
     * Rates, short memory: each domain's losses at the last `window` clean evaluations (no
       exposure deviation outstanding, see below) are fitted by a quadratic in log step; r_j is
@@ -43,12 +45,14 @@ class AutoMixer(OnlineMixer):
     * k and delta, long memory: rounds come in antithetic pairs, the mixture tilted to
       p * exp(+perturb * s) for one round and p * exp(-perturb * s) for the next (s: a random
       balanced +-1 pattern), so the exposure deviation D = (q - p) * n is there at the pair's
-      middle evaluation and gone at both ends. At the middle, the objective minus its
+      middle evaluation and gone at both ends. At the middle, each domain's loss minus its
       interpolation from the clean evaluations around it (cubic in log step through two on each
-      side) measures -G . D: one linear observation of (k, delta) per pair. They are fitted by
-      ridge regression over all pairs; the variance of an observation is that of the objective's
-      interpolation error (the per-domain leave-one-out errors, added as if fully correlated: eval
-      noise shared by all domains does not average out).
+      side) measures its own-data effect, -(r_i + R eps_i) D_i / p_i plus transfer: one
+      observation of eps_i per pair and domain (ridge over all pairs, variance from the domain's
+      leave-one-out interpolation errors). The objective's residual measures -G . D: one
+      observation of (k, delta) per pair, also fitted by ridge regression over all pairs; its
+      variance adds the per-domain errors as if fully correlated (eval noise shared by all
+      domains does not average out).
     * The step waits for the first pair: until then nothing says that the mixture matters, and
       the mixture stays at the prior.
 
@@ -70,7 +74,7 @@ class AutoMixer(OnlineMixer):
     method = "auto"
     defaults = {
         "rounds": 100, "round_steps": None, "perturb": 1.0, "eta": 0.3, "forget": 0.8, "window": 10,
-        "own_scale": 0.15, "transfer_scale": 0.3, "leak": 0.05, "max_step": 0.5,
+        "own_rate_scale": 0.3, "own_scale": 0.15, "transfer_scale": 0.3, "leak": 0.05, "max_step": 0.5,
         "max_tilt": float(np.log(3.0)), "taper": 0.15, "sensitivity": None,
     }
 
@@ -85,6 +89,7 @@ class AutoMixer(OnlineMixer):
         o["window"] = check_int("window", o["window"], RATE_DEGREE + 2)
         if o["window"] > CLEAN_KEEP:
             raise InputError(f"window must be <= {CLEAN_KEEP}, got {o['window']}")
+        o["own_rate_scale"] = check_float("own_rate_scale", o["own_rate_scale"], 0.0, low_open=True)
         o["own_scale"] = check_float("own_scale", o["own_scale"], 0.0, low_open=True)
         o["transfer_scale"] = check_float("transfer_scale", o["transfer_scale"], 0.0, low_open=True)
         o["leak"] = check_float("leak", o["leak"], 0.0, 1.0)
@@ -105,10 +110,13 @@ class AutoMixer(OnlineMixer):
         self.cleans: list = []                   # recent [t, losses] with no exposure deviation
         self.middles: list = []                  # [t, losses, D, p] of pairs' middles not yet used
         self.noise = np.full(K, np.nan)          # eval noise variance per domain (leave-one-out)
+        self.own_P = np.zeros(K)                 # ridge sums for eps (per domain), never forgotten
+        self.own_q = np.zeros(K)
         self.gain_P = np.zeros((K + 1, K + 1))   # ridge sums for (k, delta), never forgotten
         self.gain_q = np.zeros(K + 1)
         self.pairs = 0
-        self.own_share = 1.0                     # diagnostics: k, delta, relative gains, rates
+        self.own_rate = np.zeros(K)              # diagnostics: eps, k, delta, relative gains, rates
+        self.own_share = 1.0
         self.transfer = np.zeros(K)
         self.rho = np.zeros(K)
         self.rate = np.zeros(K)
@@ -195,7 +203,7 @@ class AutoMixer(OnlineMixer):
         self.noise = np.where(np.isnan(e2), self.noise, update)
 
     def _use_middle(self, middle) -> bool:
-        """Fold one pair into the (k, delta) regression; False: wait for clean evaluations after it."""
+        """Fold one pair into the eps and (k, delta) regressions; False: wait for clean evaluations after it."""
         t1, l1, D, p1 = middle
         fit = self._interpolate(t1)
         known = ~np.isnan(self.noise)
@@ -213,7 +221,12 @@ class AutoMixer(OnlineMixer):
         self.pairs += 1
         if not (R > 0 and variance > 0):
             return True
-        own = w * rate / np.maximum(p1, _TINY)
+        share = np.maximum(p1, _TINY)
+        x = -R * D / share                                          # per domain: y_i + r_i D_i / p_i ~ eps_i x_i
+        inverse = np.where(seen, 1.0 / (noise * (1.0 + ww)), 0.0)
+        self.own_P += inverse * x * x
+        self.own_q += inverse * x * np.where(seen, y + rate * D / share, 0.0)
+        own = w * (rate + R * self._own_rate()) / share
         x = -np.concatenate([[own @ D], R * D])
         self.gain_P += np.outer(x, x) / variance
         self.gain_q += x * residual / variance
@@ -236,6 +249,9 @@ class AutoMixer(OnlineMixer):
         return np.where(enough, -slope / t, 0.0)
 
     # ---- the decision
+    def _own_rate(self) -> np.ndarray:
+        return self.own_q / (self.own_P + self.options["own_rate_scale"] ** -2)
+
     def _update(self, t: int) -> None:
         if not self.pairs:
             return
@@ -251,8 +267,10 @@ class AutoMixer(OnlineMixer):
         prior_mean[0] = 1.0
         solution = np.linalg.solve(self.gain_P + np.diag(precision), self.gain_q + precision * prior_mean)
         self.own_share, self.transfer = float(solution[0]), solution[1:]
+        self.own_rate = self._own_rate()
         p = self.mixture
-        G = self.own_share * w * rate / np.maximum(p, _TINY) + float((w * rate).sum()) * self.transfer
+        R = float((w * rate).sum())
+        G = self.own_share * w * (rate + R * self.own_rate) / np.maximum(p, _TINY) + R * self.transfer
         rho = (G - (p * G).sum()) / scale + self.sensitivity_rho / (1.0 + self.pairs / 3.0)
         self.rho = np.clip(rho, -RHO_MAX, RHO_MAX)
         step = np.clip(o["eta"] * self.rho, -o["max_step"], o["max_step"]) - o["leak"] * (self.theta - self.theta_prior)
@@ -261,7 +279,8 @@ class AutoMixer(OnlineMixer):
         self.theta = np.log(np.maximum(self.mixture, _TINY))
 
     # ------------------------------------------------------------------ state
-    _ARRAYS = ("theta", "tilt", "noise", "gain_P", "gain_q", "transfer", "rho", "rate")
+    _ARRAYS = ("theta", "tilt", "noise", "own_P", "own_q", "gain_P", "gain_q", "own_rate", "transfer", "rho",
+               "rate")
 
     def _get_state(self) -> dict:
         state = {name: to_json(getattr(self, name)) for name in self._ARRAYS}
