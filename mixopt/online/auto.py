@@ -42,7 +42,7 @@ class AutoMixer(OnlineMixer):
       exposure deviation outstanding, see below) are fitted by a quadratic in log step; r_j is
       minus its slope now. A local fit follows the curve when the mixture moves, where a global
       trend model would lag.
-    * k and delta, long memory: rounds come in antithetic pairs, the mixture tilted to
+    * eps, k and delta, long memory: rounds come in antithetic pairs, the mixture tilted to
       p * exp(+perturb * s) for one round and p * exp(-perturb * s) for the next (s: a random
       balanced +-1 pattern), so the exposure deviation D = (q - p) * n is there at the pair's
       middle evaluation and gone at both ends. At the middle, each domain's loss minus its
