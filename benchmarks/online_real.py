@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mixopt.training import align_weights, build_mixer, load_train_config, read_mixture, train_run  # noqa: E402
+from mixopt.data.corpus import Corpus  # noqa: E402
+from mixopt.training import (align_weights, build_mixer, load_train_config, read_mixture, run_space,  # noqa: E402
+                             train_run)
 
 METHODS = ("stratified", "static", "aioli", "auto")
 
@@ -35,15 +37,17 @@ def main() -> None:
     settings = load_train_config(args.config)
     if args.tokens:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"tokens": args.tokens})})
-    mix_domains, weights, _ = read_mixture(args.mixture)
+    mix_domains, weights, study = read_mixture(args.mixture)
     domains = settings.domains or mix_domains
     prior = align_weights(weights, mix_domains, domains)
+    space = run_space(settings, domains, Corpus.open(settings.corpus, verify="size").tokens("train"), study)
     results = {}
     started = time.time()
     print(f"online real: {len(domains)} domains, {settings.steps} steps x {settings.model.batch_size * settings.model.seq_len} "
           f"tokens, preset {settings.model.preset}, {settings.threads} threads", flush=True)
     for method in args.methods.split(","):
-        mixer = build_mixer(settings, domains, None if method in ("stratified", "aioli") else prior, method=method)
+        mixer = build_mixer(settings, domains, None if method in ("stratified", "aioli") else prior, method=method,
+                            space=space)
         r = train_run(settings, domains, mixer, Path(args.out) / method, label=method,
                       log=lambda line: print(line, flush=True))
         results[method] = r

@@ -11,6 +11,10 @@ final noise-free objective; each method's is the mean over `--reps` runs (fresh 
 eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_best_static).
 Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
 10x shorter proxy run (`proxy`), and auto started from that recommendation (`auto+proxy`).
+The mixers (and the proxy's static search) get the repetition caps a user who knows each domain's
+size would give them (max_weights = 4 epochs' worth, simulate.repetition_caps; only the repetition
+family has small domains); `--no-caps` runs them without. Stratified and the best static mixture in
+hindsight are never capped.
 The last lines: the cost of one ask + tell at K = 100 (median over rounds of a full run, in
 microseconds), then the one-line summary.
 """
@@ -52,10 +56,10 @@ def reference_trajectory(sim: S.Simulator, rounds: int = 100):
     return np.array(losses), np.array(at, dtype=float)
 
 
-def proxy_recommendation(sim: S.Simulator) -> np.ndarray:
-    """The best static mixture of a run 10x shorter: what a proxy study would recommend."""
+def proxy_recommendation(sim: S.Simulator, caps=None) -> np.ndarray:
+    """The best static mixture of a run 10x shorter (within `caps`): what a proxy study would recommend."""
     proxy = S.Simulator(dataclasses.replace(sim.model, steps=max(10, sim.steps // 10)))
-    return S.best_static(proxy)[0]
+    return S.best_static(proxy, upper=caps)[0]
 
 
 def ask_tell_us(method: str, K: int = 100, steps: int = 400_000, runs: int = 3) -> float:
@@ -80,6 +84,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one case per family, 2 runs each")
     parser.add_argument("--reps", type=int, default=None, help="runs per method and case")
     parser.add_argument("--seed", type=int, default=0, help="seed of the (first) draw of the suite")
+    parser.add_argument("--no-caps", action="store_true",
+                        help="give the mixers no repetition caps (max_weights) from the domains' sizes")
     parser.add_argument("--draws", type=int, default=1,
                         help="draws of the suite (seeds seed, seed+1, ...): the same families and sizes, "
                              "new random models -- a stand-in for simulators not tuned on")
@@ -89,20 +95,22 @@ def main() -> None:
     cases = [case for draw in range(args.draws) for case in S.suite(quick=args.quick, seed=args.seed + draw)]
     header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
               f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}")
-    print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better)")
+    print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better); "
+          f"mixers {'without' if args.no_caps else 'with'} repetition caps")
     print(header)
     rows = []
     for case in cases:
         sim = case.simulator()
         strat = mean_run("stratified", sim, 1)
         best = S.best_static_cached(case)[1]
-        aioli = mean_run("aioli", sim, reps)
-        auto = mean_run("auto", sim, reps)
+        bounds = {} if args.no_caps else {"max_weights": S.repetition_caps(sim.model)}
+        aioli = mean_run("aioli", sim, reps, **bounds)
+        auto = mean_run("auto", sim, reps, **bounds)
         ref, at = reference_trajectory(sim)
-        doremi = mean_run("doremi", sim, reps, reference_losses=ref, reference_steps=at)
-        proxy_p = proxy_recommendation(sim)
+        doremi = mean_run("doremi", sim, reps, reference_losses=ref, reference_steps=at, **bounds)
+        proxy_p = proxy_recommendation(sim, bounds.get("max_weights"))
         proxy = S.static_objective(sim, proxy_p)
-        auto_proxy = mean_run("auto", sim, reps, prior=proxy_p)
+        auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds)
         gap = strat - best
         row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
                    aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,

@@ -104,8 +104,14 @@ def load(out_dir: str | Path) -> Recommendation:
 
 
 def online_mixer(recommendation: Recommendation, method: str = "auto", steps: int = 1000, seed: int = 0, **options):
-    """An online mixer for the large run, starting from the static recommendation."""
+    """An online mixer for the large run, starting from the static recommendation and kept inside
+    the study's bounds and repetition caps (its space's lower/upper at target_tokens) unless
+    `min_weights` / `max_weights` are given."""
     from mixopt import online
 
+    space = recommendation.payload.get("space") or {}
+    for option, key in (("min_weights", "lower"), ("max_weights", "upper")):
+        if option not in options and space.get(key) is not None:
+            options[option] = space[key]
     return online.create(method, domains=recommendation.domains, steps=steps,
                          prior=recommendation.weights, seed=seed, **options)

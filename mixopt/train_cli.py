@@ -40,7 +40,7 @@ def train_command(
     """
     from mixopt import online as online_mixers
     from mixopt.data.corpus import Corpus
-    from mixopt.training import align_weights, build_mixer, load_train_config, read_mixture, train_run
+    from mixopt.training import align_weights, build_mixer, load_train_config, read_mixture, run_space, train_run
 
     settings = load_train_config(config)
     if seed is not None:
@@ -50,9 +50,9 @@ def train_command(
     if online not in online_mixers.METHODS or online == "doremi":
         raise InputError(f"online must be one of auto, aioli, static, stratified; got {online!r}")
     corpus = Corpus.open(settings.corpus, verify="size")
-    prior = None
+    prior = study = None
     if mixture is not None:
-        mix_domains, weights, _ = read_mixture(mixture)
+        mix_domains, weights, study = read_mixture(mixture)
         domains = settings.domains or mix_domains
         prior = align_weights(weights, mix_domains, domains)
     else:
@@ -62,7 +62,8 @@ def train_command(
     missing = [d for d in domains if d not in corpus.domains]
     if missing:
         raise InputError(f"domains {missing} are not in the corpus at {settings.corpus}")
-    mixer = build_mixer(settings, domains, prior, method=online)
+    space = run_space(settings, domains, corpus.tokens("train"), study)
+    mixer = build_mixer(settings, domains, prior, method=online, space=space)
     result = train_run(settings, domains, mixer, out, log=_say(quiet or json_output), label=online)
     if json_output:
         print(json.dumps(result))

@@ -68,6 +68,13 @@ class OnlineSettings(Section):
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method options for mixopt.online.create, e.g. {auto: {rounds: 40}}."""
     end_phase: EndPhase | None = None
+    max_epochs: float | None = Field(default=None, gt=0)
+    """How many times the run may read each domain's training tokens: the online mixers stay
+    below max_epochs * tokens_d / the run's tokens. None: the study's max_epochs (from --mixture),
+    else 4."""
+    min_weights: dict[str, float] = Field(default_factory=dict)
+    max_weights: dict[str, float] = Field(default_factory=dict)
+    """Per-domain bounds of the online mixers, on top of the study's (from --mixture)."""
 
 
 class TrainSettings(Section):
@@ -242,11 +249,45 @@ class _BatchSource:
 
 
 # ----------------------------------------------------------------------------- mixers
-def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: str | None = None, seed: int | None = None):
-    """The online mixer of a run: `method` (default settings.online.method) over the run's steps,
-    from `prior`; with an end phase, a Schedule whose last phase holds the upweighted prior."""
-    from mixopt import online
+def run_space(settings: TrainSettings, domains: Sequence[str], train_tokens: dict[str, int],
+              study: dict | None = None):
+    """The mixtures a run may train on (a MixtureSpace): bounds and repetition caps for this run's
+    own tokens, max_epochs * train_tokens[d] / settings.model.tokens, so that an online mixer
+    never repeats a domain more often than the static search allowed.
 
+    `study`: a recommendation.json payload; its config's min_weights, max_weights and max_epochs
+    apply, under the train config's `online` ones (which win where both name a domain)."""
+    from mixopt.space import MixtureSpace
+
+    space = ((study or {}).get("config") or {}).get("space") or {}
+    max_epochs = settings.online.max_epochs or space.get("max_epochs") or 4.0
+    bounds = {}
+    for name in ("min_weights", "max_weights"):
+        merged = {**(space.get(name) or {}), **getattr(settings.online, name)}
+        bounds[name] = {d: v for d, v in merged.items() if d in domains}
+        unknown = sorted(set(getattr(settings.online, name)) - set(domains))
+        if unknown:
+            raise InputError(f"online.{name} names domains the run does not train on: {unknown}")
+    missing = [d for d in domains if not train_tokens.get(d)]
+    if missing:
+        raise InputError(f"domains {missing} have no training tokens in the corpus")
+    return MixtureSpace(list(domains), [train_tokens[d] for d in domains], target_tokens=settings.model.tokens,
+                        max_epochs=max_epochs, **bounds)
+
+
+def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: str | None = None,
+                seed: int | None = None, space=None):
+    """The online mixer of a run: `method` (default settings.online.method) over the run's steps,
+    from `prior`; with an end phase, a Schedule whose last phase holds the upweighted prior.
+
+    `space` (run_space's MixtureSpace): the mixers stay inside its bounds and repetition caps;
+    a prior outside them is brought inside (multiplicatively, as the mixers move)."""
+    from mixopt import online
+    from mixopt.online.base import project
+
+    bounds = {} if space is None else {"min_weights": space.lower, "max_weights": space.upper}
+    if space is not None and prior is not None:
+        prior = project(np.asarray(prior, dtype=np.float64), space.lower, space.upper)
     method = method or settings.online.method
     if method not in online.METHODS:
         raise InputError(f"online must be one of {list(online.METHODS)}, got {method!r}")
@@ -257,12 +298,14 @@ def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: 
         options["round_steps"] = max(1, steps // 20)          # evaluate (and log) 20 times
     end = settings.online.end_phase
     if end is None:
-        return online.create(method, domains=list(domains), steps=steps, prior=prior, seed=seed, **options)
+        return online.create(method, domains=list(domains), steps=steps, prior=prior, seed=seed, **options, **bounds)
     base = np.full(len(domains), 1.0 / len(domains)) if prior is None else np.asarray(prior, dtype=np.float64)
     final = online.upweight(base, end.upweight, list(domains))
+    if space is not None:
+        final = project(final, space.lower, space.upper)
     phases = [online.Phase(until=1.0 - end.fraction, method=method, prior=prior, options=options),
               online.Phase(until=1.0, method="static", prior=final)]
-    return online.Schedule(list(domains), steps, phases, seed=seed)
+    return online.Schedule(list(domains), steps, phases, seed=seed, **bounds)
 
 
 def _phase_name(mixer) -> str:

@@ -200,6 +200,7 @@ def test_pipeline_stage_api_is_typed_and_idempotent(tmp_path, config_path, fake_
     assert loaded.weights.tolist() == rec.weights.tolist()
     mixer = pipeline.online_mixer(rec, method="static", steps=10)
     np.testing.assert_allclose(mixer.ask(), rec.weights, atol=1e-9)
+    np.testing.assert_allclose(mixer.upper, rec.payload["space"]["upper"])    # the study's repetition caps
 
 
 # -- bad input ---------------------------------------------------------------------------------------

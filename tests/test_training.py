@@ -13,7 +13,7 @@ import pytest
 from mixopt import online
 from mixopt.errors import ConfigError, InputError
 from mixopt.training import (MixtureBatchSource, RemoteMixer, build_mixer, mixer_actor, parse_train_config,
-                             train_run)
+                             run_space, train_run)
 from mixopt.validate import candidate_mixtures, parse_validate_config, run_validate, spearman
 
 DOMAINS = ["code", "docs", "legal"]
@@ -159,6 +159,34 @@ def test_end_phase_schedule_holds_the_upweighted_prior_at_the_end(corpus_dir):
         losses = losses - 0.01 * p * mixer.next_steps
         mixer.tell(losses)
     np.testing.assert_allclose(last, np.array([0.5, 0.25, 0.75]) / 1.5)
+
+
+def test_online_mixers_keep_the_repetition_caps_and_bounds_of_the_run(corpus_dir):
+    # the run reads 24 * 4 * 32 = 3072 tokens; code has 300 of them: at most 4 epochs -> 1200 / 3072
+    settings = _settings(corpus_dir, online={"options": {"auto": {"rounds": 6}, "aioli": {"lp_rounds": 1, "lp_steps": 2}},
+                                                 "max_weights": {"legal": 0.5}})
+    study = {"config": {"space": {"max_epochs": 2.0, "max_weights": {"docs": 0.35, "legal": 0.9},
+                                  "min_weights": {"legal": 0.1}}}}
+    tokens = {"code": 300, "docs": 10_000, "legal": 10_000}
+    space = run_space(settings, DOMAINS, tokens, study)
+    np.testing.assert_allclose(space.upper, [2 * 300 / 3072, 0.35, 0.5])    # the train config's legal wins
+    np.testing.assert_allclose(space.lower, [0.0, 0.0, 0.1])
+    assert run_space(settings, DOMAINS, tokens).upper[0] == pytest.approx(4 * 300 / 3072)
+    for method in ("auto", "aioli", "stratified", "static"):
+        mixer = build_mixer(settings, DOMAINS, prior=[0.6, 0.2, 0.2], method=method, space=space)
+        losses = np.full(3, 3.0)
+        while not mixer.done:
+            p = mixer.ask()
+            assert np.all(p <= space.upper + 1e-9) and np.all(p >= space.lower - 1e-9), (method, p)
+            losses = losses - 0.01 * p * mixer.next_steps
+            mixer.tell(losses)
+    with pytest.raises(InputError, match="no mixture is feasible"):
+        run_space(settings, DOMAINS, {"code": 100, "docs": 100, "legal": 100})
+    with pytest.raises(InputError, match="no training tokens"):
+        run_space(settings, DOMAINS, {"code": 100, "docs": 100})
+    bad = _settings(corpus_dir, online={"max_weights": {"books": 0.5}})
+    with pytest.raises(InputError, match="books"):
+        run_space(bad, DOMAINS, tokens)
 
 
 def test_bad_train_config_and_bad_method_raise_typed_errors(corpus_dir):

@@ -99,6 +99,8 @@ class AioliMixer(OnlineMixer):
         probes = np.full((self.K, self.K), (1.0 - f) / (self.K - 1))
         np.fill_diagonal(probes, f)
         self.probes = np.stack([self.project(row) for row in probes])
+        # tight bounds can make two projected probes alike: then W a_i = G_i by least squares
+        self.probes_invertible = bool(np.linalg.matrix_rank(self.probes) == self.K)
         self.anchor_log = (np.zeros(self.K) if o["anchor"] == "uniform"
                            else np.log(np.maximum(self.prior, 1e-12)))
         # dynamic state
@@ -167,7 +169,10 @@ class AioliMixer(OnlineMixer):
         graph = self.graph / o["lp_rounds"]
         f = o["one_hot_factor"]
         if f != 1 and not o["diagonal"]:
-            A = np.linalg.solve(self.probes, graph.T).T          # rows: W a_i = G_i
+            if self.probes_invertible:
+                A = np.linalg.solve(self.probes, graph.T).T      # rows: W a_i = G_i
+            else:
+                A = np.linalg.lstsq(self.probes, graph.T, rcond=None)[0].T
         elif f != 1 and o["diagonal"]:
             A = np.diag(np.diag(graph) / np.diag(self.probes))
         else:

@@ -18,6 +18,7 @@ Use:
     sim = make_simulator("powerlaw", K=8, steps=5000, seed=3, noise=0.01)
     result = run(mixer, sim)                  # drives mixer.ask / next_steps / tell to the end
     p_best, l_best = best_static(sim)         # the best constant mixture in hindsight
+    caps = repetition_caps(sim.model)         # max_weights that keep each domain within 4 epochs
     static_objective(sim, p)                  # final objective of a constant mixture (exact)
 
 Without forgetting the final losses depend only on the total exposure, so the best static
@@ -33,6 +34,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from mixopt.errors import InputError
+from mixopt.online.base import project
 
 FAMILIES = ("powerlaw", "saturating", "repetition", "interference", "forgetting", "targeted")
 
@@ -147,6 +149,16 @@ def static_objective(sim: Simulator, p) -> np.ndarray | float:
     return float(values[0]) if p.ndim == 1 else values
 
 
+def repetition_caps(model: LossModel, max_epochs: float = 4.0) -> np.ndarray | None:
+    """The most each domain's share may be so that the run reads it at most `max_epochs` times --
+    what a user who knows each domain's size gives the mixers (max_weights), as mixopt's static
+    search does. None when no domain is capped, or when the caps leave no mixture (sum < 1)."""
+    caps = np.minimum(1.0, max_epochs * model.epoch_steps / model.steps)
+    if np.all(caps >= 1.0) or caps.sum() < 1.0:
+        return None
+    return caps
+
+
 def best_static(sim: Simulator, restarts: int = 8, seed: int = 0, lower=None, upper=None):
     """The best constant mixture in hindsight: multi-start SLSQP over the simplex (and bounds).
 
@@ -155,7 +167,7 @@ def best_static(sim: Simulator, restarts: int = 8, seed: int = 0, lower=None, up
     lo = np.zeros(K) if lower is None else np.asarray(lower, dtype=np.float64)
     hi = np.ones(K) if upper is None else np.asarray(upper, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    uniform = np.full(K, 1.0 / K)
+    uniform = project(np.ones(K), lower, upper)
     starts = [uniform]
     # a greedy start: the best of the "mostly one domain" mixtures, then random Dirichlet draws
     tilted = 0.5 * np.eye(K) + 0.5 / K
@@ -174,12 +186,10 @@ def best_static(sim: Simulator, restarts: int = 8, seed: int = 0, lower=None, up
         return (static_objective(sim, points) - static_objective(sim, w)) / h
 
     for start in starts:
-        start = np.clip(start, lo, hi)
-        start = start / start.sum()
+        start = project(np.clip(start, lo, hi), lower, upper)
         result = minimize(value, start, jac=gradient, method="SLSQP", bounds=list(zip(lo, hi)),
                           constraints=[constraint], options={"maxiter": 300, "ftol": 1e-12})
-        w = np.clip(result.x, lo, hi)
-        w = w / w.sum()
+        w = project(np.clip(result.x, lo, hi), lower, upper)
         v = static_objective(sim, w)
         if v < best_value:
             best_p, best_value = w, v
