@@ -271,8 +271,12 @@ def run_space(settings: TrainSettings, domains: Sequence[str], train_tokens: dic
     missing = [d for d in domains if not train_tokens.get(d)]
     if missing:
         raise InputError(f"domains {missing} have no training tokens in the corpus")
-    return MixtureSpace(list(domains), [train_tokens[d] for d in domains], target_tokens=settings.model.tokens,
-                        max_epochs=max_epochs, **bounds)
+    try:
+        return MixtureSpace(list(domains), [train_tokens[d] for d in domains], target_tokens=settings.model.tokens,
+                            max_epochs=max_epochs, **bounds)
+    except InputError as exc:     # the run's tokens are model.tokens here, not a study's target_tokens
+        raise InputError(f"online bounds of a {settings.model.tokens:,}-token run (max_epochs {max_epochs:g}): "
+                         + str(exc).replace("target_tokens", "model.tokens")) from None
 
 
 def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: str | None = None,
@@ -474,6 +478,7 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
         "bpb": {d: final[d] / math.log(2) / bpt[d] for d in domains},
         "mean_mixture": dict(zip(domains, mean_mixture.tolist())), "rounds": len(rows),
         "probe_steps": int(sum(r["segment_steps"] for r in rows if r["probe"])),
+        **_bounds(mixer, domains),
     }
     atomic_write_json(result_path, result)
     if settings.checkpoint:
@@ -483,6 +488,16 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
     except Exception as exc:  # a missing plotting backend must not lose a finished run
         log(f"could not plot the weight trajectories: {exc}")
     return result
+
+
+def _bounds(mixer, domains: Sequence[str]) -> dict:
+    """{min_weights, max_weights} the mixer kept (None: unbounded or not known, as for a remote mixer)."""
+    common = getattr(mixer, "common", {})                       # a Schedule's bounds
+    out = {}
+    for name, attribute in (("min_weights", "lower"), ("max_weights", "upper")):
+        value = getattr(mixer, attribute, None) if hasattr(mixer, attribute) else common.get(name)
+        out[name] = None if value is None else dict(zip(domains, np.asarray(value, dtype=np.float64).tolist()))
+    return out
 
 
 def _mean_mixture(rows: list[dict], domains: Sequence[str]) -> np.ndarray:

@@ -86,8 +86,12 @@ def test_batch_source_is_an_iterable_dataset_reading_a_weights_function(corpus_d
 
 # ------------------------------------------------------------------ training loop
 def test_train_run_logs_the_schema_the_report_reads(corpus_dir, tmp_path):
+    from mixopt.data.corpus import Corpus
+
     settings = _settings(corpus_dir)
-    mixer = build_mixer(settings, DOMAINS, prior=[0.6, 0.2, 0.2], method="auto")
+    study = {"config": {"space": {"max_weights": {"code": 0.5}}}}
+    space = run_space(settings, DOMAINS, Corpus.open(corpus_dir).tokens("train"), study)
+    mixer = build_mixer(settings, DOMAINS, prior=[0.6, 0.2, 0.2], method="auto", space=space)
     result = train_run(settings, DOMAINS, mixer, tmp_path / "run")
     log = pl.read_parquet(tmp_path / "run" / "train_log.parquet")
     for column in ["step", "tokens", "phase", "train_loss"] + [f"w_{d}" for d in DOMAINS] + [f"loss_{d}" for d in DOMAINS]:
@@ -95,7 +99,8 @@ def test_train_run_logs_the_schema_the_report_reads(corpus_dir, tmp_path):
     assert log["step"].to_list()[-1] == settings.steps
     weights = log.select([f"w_{d}" for d in DOMAINS]).to_numpy()
     np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-9)
-    np.testing.assert_allclose(weights[0], [0.6, 0.2, 0.2])             # starts at the prior
+    np.testing.assert_allclose(weights[0], [0.5, 0.25, 0.25])           # the prior, brought inside the study's bound
+    assert weights[:, 0].max() <= 0.5 + 1e-9 and result["max_weights"]["code"] == 0.5
     assert result["status"] == "ok" and result["steps"] == settings.steps
     first = log.filter(pl.col("segment_steps") > 0).row(0, named=True)
     assert result["mean_loss"] < np.log(256)                            # learned something at all
