@@ -3,6 +3,7 @@
     python benchmarks/online_sim.py            # 18 cases (6 families x K = 3, 8, 20), 3 runs each
     python benchmarks/online_sim.py --quick    # 6 cases, 2 runs each
     python benchmarks/online_sim.py --draws 10 # 10 draws of the suite (seeds 0..9): 180 cases
+    python benchmarks/online_sim.py --spikes 0.03  # 3% of the evaluations read 0.3 too high
 
 Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
 with cumulative, diminishing-returns exposure through a transfer matrix; repetition penalties,
@@ -22,6 +23,7 @@ microseconds), then the one-line summary.
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import sys
 import time
@@ -84,6 +86,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one case per family, 2 runs each")
     parser.add_argument("--reps", type=int, default=None, help="runs per method and case")
     parser.add_argument("--seed", type=int, default=0, help="seed of the (first) draw of the suite")
+    parser.add_argument("--spikes", type=float, default=0.0,
+                        help="chance per evaluation of a loss spike (+0.3 on every domain): robustness")
+    parser.add_argument("--auto", type=json.loads, default={}, metavar="JSON",
+                        help='options for auto, e.g. \'{"outlier": 0}\' (settings sweeps)')
     parser.add_argument("--no-caps", action="store_true",
                         help="give the mixers no repetition caps (max_weights) from the domains' sizes")
     parser.add_argument("--draws", type=int, default=1,
@@ -96,21 +102,24 @@ def main() -> None:
     header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
               f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}")
     print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better); "
-          f"mixers {'without' if args.no_caps else 'with'} repetition caps")
+          f"mixers {'without' if args.no_caps else 'with'} repetition caps"
+          + (f"; loss spikes in {args.spikes:.0%} of the evaluations" if args.spikes > 0 else ""))
     print(header)
     rows = []
     for case in cases:
         sim = case.simulator()
+        if args.spikes > 0:
+            sim = S.Simulator(S.with_spikes(sim.model, args.spikes))
         strat = mean_run("stratified", sim, 1)
         best = S.best_static_cached(case)[1]
         bounds = {} if args.no_caps else {"max_weights": S.repetition_caps(sim.model)}
         aioli = mean_run("aioli", sim, reps, **bounds)
-        auto = mean_run("auto", sim, reps, **bounds)
+        auto = mean_run("auto", sim, reps, **bounds, **args.auto)
         ref, at = reference_trajectory(sim)
         doremi = mean_run("doremi", sim, reps, reference_losses=ref, reference_steps=at, **bounds)
         proxy_p = proxy_recommendation(sim, bounds.get("max_weights"))
         proxy = S.static_objective(sim, proxy_p)
-        auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds)
+        auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds, **args.auto)
         gap = strat - best
         row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
                    aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,

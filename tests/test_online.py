@@ -406,6 +406,31 @@ def test_auto_reads_each_domains_rate_from_its_recent_losses():
     assert rate[2] == 0.0
 
 
+class _Spiky(S.Simulator):
+    """Every 25th evaluation reads 0.5 nats too high on every domain (a loss spike)."""
+
+    def observe(self):
+        self.evaluations = getattr(self, "evaluations", 0) + 1
+        return super().observe() + (0.5 if self.evaluations % 25 == 0 else 0.0)
+
+
+def test_auto_drops_loss_spikes():
+    model = S.make_model("powerlaw", 3, 5000, seed=0, noise=0.003)
+    sim = S.Simulator(model)
+    stratified = S.static_objective(sim, np.full(3, 1 / 3))
+    _, best = S.best_static(sim)
+    closed = {"screened": [], "raw": []}
+    for seed in range(3):
+        mixer = create("auto", 3, 5000, seed=seed)
+        closed["screened"].append(stratified - S.run(mixer, _Spiky(model), seed=seed).objective)
+        assert mixer.spikes >= 3
+        raw = S.run(create("auto", 3, 5000, seed=seed, outlier=0), _Spiky(model), seed=seed)
+        closed["raw"].append(stratified - raw.objective)
+    gap = stratified - best
+    assert np.mean(closed["screened"]) / gap > 0.9
+    assert np.mean(closed["screened"]) / gap > np.mean(closed["raw"]) / gap + 0.03
+
+
 def test_auto_learns_that_a_domain_teaches_the_others():
     """Domain 0's data lowers every domain's loss (transfer 0.8), which the own-data model cannot
     see: it credits domains 1 and 2 with progress that domain 0 bought. The tilt pairs must find

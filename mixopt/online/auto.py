@@ -55,6 +55,13 @@ class AutoMixer(OnlineMixer):
       domains does not average out).
     * The step waits for the first pair: until then nothing says that the mixture matters, and
       the mixture stays at the prior.
+    * Loss spikes (`outlier` = c, 0: off): each clean evaluation is checked against the cubic
+      through two on each side; if the objective jumps by more than c noise sds it is dropped
+      (counted in `spikes`; a clean next to a spike may go too), and no error raises the noise
+      estimates by more than c^2 times.
+      Pairs wait until their neighbours are checked, and enter their regressions with Huber
+      weights: a residual more than c predictive sds (noise and the estimate's own uncertainty)
+      from the current estimate counts c / z times.
 
     Control. theta = log p; after every clean evaluation theta += clip(eta * rho, +-max_step) -
     leak * (theta - theta_prior), where rho = (G - p.G) / sum_j w_j |r_j| is each domain's gain
@@ -75,6 +82,7 @@ class AutoMixer(OnlineMixer):
     defaults = {
         "rounds": 100, "round_steps": None, "perturb": 1.0, "eta": 0.3, "forget": 0.8, "window": 10,
         "own_rate_scale": 0.3, "own_scale": 0.15, "transfer_scale": 0.3, "leak": 0.05, "max_step": 0.5,
+        "outlier": 4.0,
         "max_tilt": float(np.log(3.0)), "taper": 0.15, "sensitivity": None,
     }
 
@@ -93,6 +101,7 @@ class AutoMixer(OnlineMixer):
         o["own_scale"] = check_float("own_scale", o["own_scale"], 0.0, low_open=True)
         o["transfer_scale"] = check_float("transfer_scale", o["transfer_scale"], 0.0, low_open=True)
         o["leak"] = check_float("leak", o["leak"], 0.0, 1.0)
+        o["outlier"] = check_float("outlier", o["outlier"], 0.0)
         o["max_step"] = check_float("max_step", o["max_step"], 0.0)
         o["max_tilt"] = check_float("max_tilt", o["max_tilt"], 0.0)
         o["taper"] = check_float("taper", o["taper"], 0.0, 1.0)
@@ -115,6 +124,7 @@ class AutoMixer(OnlineMixer):
         self.gain_P = np.zeros((K + 1, K + 1))   # ridge sums for (k, delta), never forgotten
         self.gain_q = np.zeros(K + 1)
         self.pairs = 0
+        self.spikes = 0                          # clean evaluations dropped as loss spikes
         self.own_rate = np.zeros(K)              # diagnostics: eps, k, delta, relative gains, rates
         self.own_share = 1.0
         self.transfer = np.zeros(K)
@@ -178,7 +188,10 @@ class AutoMixer(OnlineMixer):
     def _interpolate(self, t: float, exclude: float | None = None):
         """(value (K,), sum of squared weights), or None without 1 clean before and 2 after."""
         before = [c for c in self.cleans if c[0] < t and c[0] != exclude][-2:]
-        after = [c for c in self.cleans if c[0] > t and c[0] != exclude][:2]
+        later = [c for c in self.cleans if c[0] > t and c[0] != exclude]
+        after = later[:2]
+        if exclude is None and self.options["outlier"] > 0 and len(later) < 4:
+            return None                                            # its neighbours are not screened yet
         if len(after) < 2 or not before:
             return None
         nodes = np.log([c[0] for c in before + after])
@@ -190,13 +203,31 @@ class AutoMixer(OnlineMixer):
         return (w[:, None] * values).sum(axis=0), float((w * w).sum())
 
     def _update_noise(self) -> None:
+        """Screen the third-newest clean evaluation against its neighbours (cubic through two on
+        each side) and fold its error into the noise estimates. With `outlier` = c > 0: a jump of
+        the objective by more than c noise sds drops the evaluation (a loss spike), and no error
+        counts for more than c^2 times
+        the current variance. (A single domain's jump is kept: with little noise, curvature that the
+        cubic misses looks like one, and dropping it would read as a difference between domains.)"""
         if len(self.cleans) < 5:
             return
         t, losses = self.cleans[-3]
         fit = self._interpolate(t, exclude=t)
         if fit is None:
             return
-        e2 = (losses - fit[0]) ** 2 / (1.0 + fit[1])
+        error = losses - fit[0]
+        e2 = error ** 2 / (1.0 + fit[1])
+        c = self.options["outlier"]
+        known = ~np.isnan(self.noise)
+        if c > 0 and known.sum() >= max(1, self.K // 2):
+            sd = np.sqrt(np.where(known, self.noise, 0.0) * (1.0 + fit[1]))
+            ok = ~np.isnan(error) & known
+            w = self.objective
+            if abs(float((w * np.where(ok, error, 0.0)).sum())) > c * float((w * np.where(ok, sd, 0.0)).sum()):
+                self.spikes += 1
+                self.cleans.pop(-3)
+                return
+            e2 = np.where(known, np.minimum(e2, c * c * self.noise), e2)
         lam = self.options["forget"]
         fresh = np.isnan(self.noise)
         update = np.where(fresh, e2, lam * self.noise + (1 - lam) * e2)
@@ -222,14 +253,26 @@ class AutoMixer(OnlineMixer):
         if not (R > 0 and variance > 0):
             return True
         share = np.maximum(p1, _TINY)
+        c = self.options["outlier"]
         x = -R * D / share                                          # per domain: y_i + r_i D_i / p_i ~ eps_i x_i
         inverse = np.where(seen, 1.0 / (noise * (1.0 + ww)), 0.0)
+        target = np.where(seen, y + rate * D / share, 0.0)
+        if c > 0:                  # Huber weights on the residual's predictive sd (noise + estimate)
+            spread = np.sqrt(np.where(seen, noise * (1.0 + ww), 0.0)
+                             + x * x / (self.own_P + self.options["own_rate_scale"] ** -2))
+            z = np.abs(target - self._own_rate() * x) / np.maximum(spread, _TINY)
+            inverse = inverse * np.minimum(1.0, c / np.maximum(z, _TINY))
         self.own_P += inverse * x * x
-        self.own_q += inverse * x * np.where(seen, y + rate * D / share, 0.0)
+        self.own_q += inverse * x * target
         own = w * (rate + R * self._own_rate()) / share
         x = -np.concatenate([[own @ D], R * D])
-        self.gain_P += np.outer(x, x) / variance
-        self.gain_q += x * residual / variance
+        weight = 1.0
+        if c > 0:
+            solution, covariance = self._gain_solution(covariance=True)
+            z = abs(residual - float(x @ solution)) / np.sqrt(variance + float(x @ covariance @ x))
+            weight = min(1.0, c / max(z, _TINY))
+        self.gain_P += weight * np.outer(x, x) / variance
+        self.gain_q += weight * x * residual / variance
         return True
 
     # ---- rates: a quadratic in log step through the recent clean evaluations
@@ -249,6 +292,18 @@ class AutoMixer(OnlineMixer):
         return np.where(enough, -slope / t, 0.0)
 
     # ---- the decision
+    def _gain_solution(self, covariance: bool = False):
+        """(k, delta): the ridge solution of the pairs' objective residuals (and its covariance)."""
+        o = self.options
+        precision = np.concatenate([[o["own_scale"] ** -2], np.full(self.K, o["transfer_scale"] ** -2)])
+        prior_mean = np.zeros(self.K + 1)
+        prior_mean[0] = 1.0
+        A = self.gain_P + np.diag(precision)
+        if covariance:
+            inverse = np.linalg.inv(A)
+            return inverse @ (self.gain_q + precision * prior_mean), inverse
+        return np.linalg.solve(A, self.gain_q + precision * prior_mean)
+
     def _own_rate(self) -> np.ndarray:
         return self.own_q / (self.own_P + self.options["own_rate_scale"] ** -2)
 
@@ -262,10 +317,7 @@ class AutoMixer(OnlineMixer):
         scale = float((w * np.abs(rate)).sum())
         if not scale > 0:
             return
-        precision = np.concatenate([[o["own_scale"] ** -2], np.full(self.K, o["transfer_scale"] ** -2)])
-        prior_mean = np.zeros(self.K + 1)
-        prior_mean[0] = 1.0
-        solution = np.linalg.solve(self.gain_P + np.diag(precision), self.gain_q + precision * prior_mean)
+        solution = self._gain_solution()
         self.own_share, self.transfer = float(solution[0]), solution[1:]
         self.own_rate = self._own_rate()
         p = self.mixture
@@ -284,7 +336,7 @@ class AutoMixer(OnlineMixer):
 
     def _get_state(self) -> dict:
         state = {name: to_json(getattr(self, name)) for name in self._ARRAYS}
-        state.update(started=self.started, phase=self.phase, pairs=self.pairs, own_share=self.own_share,
+        state.update(started=self.started, phase=self.phase, pairs=self.pairs, spikes=self.spikes, own_share=self.own_share,
                      cleans=[[c[0], to_json(c[1])] for c in self.cleans],
                      middles=[[m[0], to_json(m[1]), to_json(m[2]), to_json(m[3])] for m in self.middles])
         return state
@@ -296,6 +348,7 @@ class AutoMixer(OnlineMixer):
         self.started = bool(state["started"])
         self.phase = int(state["phase"])
         self.pairs = int(state["pairs"])
+        self.spikes = int(state["spikes"])
         self.own_share = float(state["own_share"])
         self.cleans = [[int(c[0]), from_json(c[1])] for c in state["cleans"]]
         self.middles = [[int(m[0]), from_json(m[1]), from_json(m[2]), from_json(m[3])]

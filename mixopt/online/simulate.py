@@ -11,7 +11,8 @@ p adds n * p to e (and relaxes m towards p * h). The per-domain losses are
     L_j  = E_j + B_j (1 + z_j / s_j)^(-alpha_j)   (power law), or E_j + B_j exp(-z_j / s_j)
            + c_j max(0, e_j / N_j - 4)^2            (over-repetition raises a small domain's loss)
 
-and an observation adds noise sigma_j (sqrt(1 - rho) eps_j + sqrt(rho) eps_common). The
+and an observation adds noise sigma_j (sqrt(1 - rho) eps_j + sqrt(rho) eps_common) and, with
+probability spike_rate, a loss spike of spike_size on every domain (`with_spikes`). The
 objective is the objective-weighted mean of the final noise-free losses.
 
 Use:
@@ -58,6 +59,8 @@ class LossModel:
     halflife: np.ndarray | None = None  # h: the time constant of the transient share, in steps
     noise: np.ndarray | None = None    # sigma per domain
     noise_corr: float = 0.3
+    spike_rate: float = 0.0            # chance that an observation reads spike_size too high everywhere
+    spike_size: float = 0.3
     weights: np.ndarray | None = None  # objective weights (sum to one)
 
     @property
@@ -110,7 +113,10 @@ class Simulator:
         own = self.rng.standard_normal(self.K)
         common = self.rng.standard_normal()
         rho = self.model.noise_corr
-        return clean + self.model.noise * (np.sqrt(1 - rho) * own + np.sqrt(rho) * common)
+        observed = clean + self.model.noise * (np.sqrt(1 - rho) * own + np.sqrt(rho) * common)
+        if self.model.spike_rate > 0 and self.rng.random() < self.model.spike_rate:
+            observed = observed + self.model.spike_size     # a loss spike: every domain at once
+        return observed
 
     def objective(self, losses=None) -> float:
         losses = self.losses() if losses is None else losses
@@ -362,6 +368,11 @@ def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01) -> list[Cas
                     break
             cases.append(case)
     return cases
+
+
+def with_spikes(model: LossModel, rate: float, size: float = 0.3) -> LossModel:
+    """The same loss model whose observations spike (every domain + size) with probability rate."""
+    return replace(model, spike_rate=float(rate), spike_size=float(size))
 
 
 def with_noise(model: LossModel, noise: float) -> LossModel:
