@@ -206,9 +206,9 @@ class AutoMixer(OnlineMixer):
         """Screen the third-newest clean evaluation against its neighbours (cubic through two on
         each side) and fold its error into the noise estimates. With `outlier` = c > 0: a jump of
         the objective by more than c noise sds drops the evaluation (a loss spike), and no error
-        counts for more than c^2 times
-        the current variance. (A single domain's jump is kept: with little noise, curvature that the
-        cubic misses looks like one, and dropping it would read as a difference between domains.)"""
+        counts for more than c^2 times the current variance. (A single domain's jump is kept: with
+        little noise, curvature that the cubic misses looks like one, and dropping it would read as
+        a difference between domains.)"""
         if len(self.cleans) < 5:
             return
         t, losses = self.cleans[-3]
@@ -348,7 +348,7 @@ class AutoMixer(OnlineMixer):
         self.started = bool(state["started"])
         self.phase = int(state["phase"])
         self.pairs = int(state["pairs"])
-        self.spikes = int(state["spikes"])
+        self.spikes = int(state.get("spikes", 0))
         self.own_share = float(state["own_share"])
         self.cleans = [[int(c[0]), from_json(c[1])] for c in state["cleans"]]
         self.middles = [[int(m[0]), from_json(m[1]), from_json(m[2]), from_json(m[3])]

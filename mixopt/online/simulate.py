@@ -173,7 +173,8 @@ def best_static(sim: Simulator, restarts: int = 8, seed: int = 0, lower=None, up
     lo = np.zeros(K) if lower is None else np.asarray(lower, dtype=np.float64)
     hi = np.ones(K) if upper is None else np.asarray(upper, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    uniform = project(np.ones(K), lower, upper)
+    bounds = (None if lower is None else lo, None if upper is None else hi)
+    uniform = project(np.ones(K), *bounds)
     starts = [uniform]
     # a greedy start: the best of the "mostly one domain" mixtures, then random Dirichlet draws
     tilted = 0.5 * np.eye(K) + 0.5 / K
@@ -192,10 +193,10 @@ def best_static(sim: Simulator, restarts: int = 8, seed: int = 0, lower=None, up
         return (static_objective(sim, points) - static_objective(sim, w)) / h
 
     for start in starts:
-        start = project(np.clip(start, lo, hi), lower, upper)
+        start = project(np.clip(start, lo, hi), *bounds)
         result = minimize(value, start, jac=gradient, method="SLSQP", bounds=list(zip(lo, hi)),
                           constraints=[constraint], options={"maxiter": 300, "ftol": 1e-12})
-        w = project(np.clip(result.x, lo, hi), lower, upper)
+        w = project(np.clip(result.x, lo, hi), *bounds)
         v = static_objective(sim, w)
         if v < best_value:
             best_p, best_value = w, v
