@@ -23,8 +23,8 @@ microseconds), then the one-line summary.
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path

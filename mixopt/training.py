@@ -495,7 +495,7 @@ def _bounds(mixer, domains: Sequence[str]) -> dict:
     common = getattr(mixer, "common", {})                       # a Schedule's bounds
     out = {}
     for name, attribute in (("min_weights", "lower"), ("max_weights", "upper")):
-        value = getattr(mixer, attribute, None) if hasattr(mixer, attribute) else common.get(name)
+        value = getattr(mixer, attribute, common.get(name))
         out[name] = None if value is None else dict(zip(domains, np.asarray(value, dtype=np.float64).tolist()))
     return out
 

@@ -168,8 +168,8 @@ def test_end_phase_schedule_holds_the_upweighted_prior_at_the_end(corpus_dir):
 
 def test_online_mixers_keep_the_repetition_caps_and_bounds_of_the_run(corpus_dir):
     # the run reads 24 * 4 * 32 = 3072 tokens; code has 300 of them: at most 4 epochs -> 1200 / 3072
-    settings = _settings(corpus_dir, online={"options": {"auto": {"rounds": 6}, "aioli": {"lp_rounds": 1, "lp_steps": 2}},
-                                                 "max_weights": {"legal": 0.5}})
+    options = {"auto": {"rounds": 6}, "aioli": {"lp_rounds": 1, "lp_steps": 2}}
+    settings = _settings(corpus_dir, online={"options": options, "max_weights": {"legal": 0.5}})
     study = {"config": {"space": {"max_epochs": 2.0, "max_weights": {"docs": 0.35, "legal": 0.9},
                                   "min_weights": {"legal": 0.1}}}}
     tokens = {"code": 300, "docs": 10_000, "legal": 10_000}

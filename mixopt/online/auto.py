@@ -336,7 +336,8 @@ class AutoMixer(OnlineMixer):
 
     def _get_state(self) -> dict:
         state = {name: to_json(getattr(self, name)) for name in self._ARRAYS}
-        state.update(started=self.started, phase=self.phase, pairs=self.pairs, spikes=self.spikes, own_share=self.own_share,
+        state.update(started=self.started, phase=self.phase, pairs=self.pairs, spikes=self.spikes,
+                     own_share=self.own_share,
                      cleans=[[c[0], to_json(c[1])] for c in self.cleans],
                      middles=[[m[0], to_json(m[1]), to_json(m[2]), to_json(m[3])] for m in self.middles])
         return state
