@@ -2,17 +2,21 @@
 
     python benchmarks/online_real.py                       # 4 runs of configs/train.yaml's model
     python benchmarks/online_real.py --tokens 524288 --out runs/online_real
+    python benchmarks/online_real.py --seeds 0,1,2         # 3 seeds per method (init and batches)
+    python benchmarks/online_real.py --methods auto --auto '{"perturb": 1.0}'   # auto's options
 
 Trains one model per method -- stratified (uniform), static (the recommendation held), aioli (the
 paper's recipe, from uniform), auto (from the recommendation) -- with the same initialisation, data
 streams and token budget (mixopt.training.train_run), then compares the final held-out loss (mean
-over domains, nats/token, on final_eval_tokens per domain). Each run's train_log.parquet and
-weights.png are in OUT/<method>/. Finished runs are reused. The last line is the summary.
+over domains, nats/token, on final_eval_tokens per domain; with several seeds, per seed and the
+mean over seeds). Each run's train_log.parquet and weights.png are in OUT/<method>/ (OUT/<method>/
+seed<k>/ with --seeds). Finished runs are reused. The last line is the summary.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,34 +37,50 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=None, help="override model.tokens")
     parser.add_argument("--out", default="runs/online_real")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds (settings.seed: initialisation and batches); default the config's")
+    parser.add_argument("--auto", type=json.loads, default={}, metavar="JSON",
+                        help="options for auto on top of the config's, e.g. '{\"perturb\": 1.0}'")
     args = parser.parse_args()
     settings = load_train_config(args.config)
     if args.tokens:
         settings = settings.model_copy(update={"model": settings.model.model_copy(update={"tokens": args.tokens})})
+    if args.auto:
+        options = dict(settings.online.options)
+        options["auto"] = {**options.get("auto", {}), **args.auto}
+        settings = settings.model_copy(update={"online": settings.online.model_copy(update={"options": options})})
+    seeds = [settings.seed] if args.seeds is None else [int(s) for s in args.seeds.split(",")]
     mix_domains, weights, study = read_mixture(args.mixture)
     domains = settings.domains or mix_domains
     prior = align_weights(weights, mix_domains, domains)
     space = run_space(settings, domains, Corpus.open(settings.corpus, verify="size").tokens("train"), study)
-    results = {}
+    results: dict[str, list[float]] = {}
     started = time.time()
     print(f"online real: {len(domains)} domains, {settings.steps} steps x {settings.model.batch_size * settings.model.seq_len} "
-          f"tokens, preset {settings.model.preset}, {settings.threads} threads", flush=True)
+          f"tokens, preset {settings.model.preset}, {settings.threads} threads, seeds {seeds}", flush=True)
     for method in args.methods.split(","):
-        mixer = build_mixer(settings, domains, None if method in ("stratified", "aioli") else prior, method=method,
-                            space=space)
-        r = train_run(settings, domains, mixer, Path(args.out) / method, label=method,
-                      log=lambda line: print(line, flush=True))
-        results[method] = r
-        top = sorted(r["mean_mixture"].items(), key=lambda kv: -kv[1])[:3]
-        print(f"{method:10s} loss {r['mean_loss']:.4f}  rounds {r['rounds']:4d}  probe steps {r['probe_steps']:5d}  "
-              f"{r['seconds']:6.0f} s  top mean weights {', '.join(f'{d} {w:.2f}' for d, w in top)}", flush=True)
-    base = results.get("stratified")
-    parts = [f"{m}={r['mean_loss']:.4f}" for m, r in results.items()]
+        for seed in seeds:
+            run_settings = settings.model_copy(update={"seed": seed})
+            mixer = build_mixer(run_settings, domains, None if method in ("stratified", "aioli") else prior,
+                                method=method, space=space)
+            out = Path(args.out) / method if args.seeds is None else Path(args.out) / method / f"seed{seed}"
+            r = train_run(run_settings, domains, mixer, out, label=method, log=lambda line: print(line, flush=True))
+            results.setdefault(method, []).append(r["mean_loss"])
+            top = sorted(r["mean_mixture"].items(), key=lambda kv: -kv[1])[:3]
+            print(f"{method:10s} seed {seed}  loss {r['mean_loss']:.4f}  rounds {r['rounds']:4d}  "
+                  f"probe steps {r['probe_steps']:5d}  {r['seconds']:6.0f} s  "
+                  f"top mean weights {', '.join(f'{d} {w:.2f}' for d, w in top)}", flush=True)
+    mean = {m: float(sum(v) / len(v)) for m, v in results.items()}
+    if len(seeds) > 1:
+        for m, v in results.items():
+            print(f"{m:10s} mean {mean[m]:.4f} over seeds {seeds}: {' '.join(f'{x:.4f}' for x in v)}")
+    parts = [f"{m}={v:.4f}" for m, v in mean.items()]
     delta = ""
-    if base is not None:
-        delta = " " + " ".join(f"{m}_vs_stratified={r['mean_loss'] - base['mean_loss']:+.4f}"
-                               for m, r in results.items() if m != "stratified")
-    print(f"online real: tokens={settings.model.tokens} {' '.join(parts)}{delta} elapsed_s={time.time() - started:.0f}")
+    if "stratified" in mean:
+        delta = " " + " ".join(f"{m}_vs_stratified={v - mean['stratified']:+.4f}" for m, v in mean.items()
+                               if m != "stratified")
+    print(f"online real: tokens={settings.model.tokens} seeds={len(seeds)} {' '.join(parts)}{delta} "
+          f"elapsed_s={time.time() - started:.0f}")
 
 
 if __name__ == "__main__":

@@ -106,9 +106,11 @@ def load(out_dir: str | Path) -> Recommendation:
 def online_mixer(recommendation: Recommendation, method: str = "auto", steps: int = 1000, seed: int = 0, **options):
     """An online mixer for the large run, starting from the static recommendation and kept inside
     the study's bounds and repetition caps (its space's lower/upper at target_tokens) unless
-    `min_weights` / `max_weights` are given."""
+    `min_weights` / `max_weights` are given; with online.training_options (gentle tilts for auto)
+    under `options`."""
     from mixopt import online
 
+    options = online.training_options(method, options)
     space = recommendation.payload.get("space") or {}
     for option, key in (("min_weights", "lower"), ("max_weights", "upper")):
         if option not in options and space.get(key) is not None:

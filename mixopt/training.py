@@ -66,7 +66,8 @@ class EndPhase(Section):
 class OnlineSettings(Section):
     method: str = "auto"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    """Per-method options for mixopt.online.create, e.g. {auto: {rounds: 40}}."""
+    """Per-method options for mixopt.online.create, e.g. {auto: {rounds: 40}}, over
+    mixopt.online.TRAINING_OPTIONS (auto: perturb 0.3)."""
     end_phase: EndPhase | None = None
     max_epochs: float | None = Field(default=None, gt=0)
     """How many times the run may read each domain's training tokens: the online mixers stay
@@ -295,7 +296,7 @@ def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: 
     method = method or settings.online.method
     if method not in online.METHODS:
         raise InputError(f"online must be one of {list(online.METHODS)}, got {method!r}")
-    options = dict(settings.online.options.get(method, {}))
+    options = online.training_options(method, settings.online.options.get(method, {}))
     seed = settings.seed if seed is None else seed
     steps = settings.steps
     if method in ("static", "stratified") and "round_steps" not in options:

@@ -201,6 +201,8 @@ def test_pipeline_stage_api_is_typed_and_idempotent(tmp_path, config_path, fake_
     mixer = pipeline.online_mixer(rec, method="static", steps=10)
     np.testing.assert_allclose(mixer.ask(), rec.weights, atol=1e-9)
     np.testing.assert_allclose(mixer.upper, rec.payload["space"]["upper"])    # the study's repetition caps
+    assert pipeline.online_mixer(rec, steps=10).options["perturb"] == 0.3            # real-training tilts
+    assert pipeline.online_mixer(rec, steps=10, perturb=0.5).options["perturb"] == 0.5
 
 
 # -- bad input ---------------------------------------------------------------------------------------

@@ -194,6 +194,21 @@ def test_online_mixers_keep_the_repetition_caps_and_bounds_of_the_run(corpus_dir
         run_space(bad, DOMAINS, tokens)
 
 
+def test_training_runs_give_auto_the_gentle_tilts_unless_the_config_sets_them(corpus_dir):
+    """Real training takes online.TRAINING_OPTIONS (auto: perturb 0.3) under the config's own options;
+    create() alone keeps the simulator default (perturb 1)."""
+    assert online.create("auto", 3, 100).options["perturb"] == 1.0
+    plain = build_mixer(_settings(corpus_dir, online={"options": {"auto": {"rounds": 6}}}), DOMAINS, None)
+    assert plain.options["perturb"] == 0.3 and plain.options["rounds"] == 6
+    set_here = _settings(corpus_dir, online={"options": {"auto": {"perturb": 0.8}}})
+    assert build_mixer(set_here, DOMAINS, None).options["perturb"] == 0.8
+    scheduled = _settings(corpus_dir, online={"end_phase": {"fraction": 0.25, "upweight": {"legal": 2.0}}})
+    schedule = build_mixer(scheduled, DOMAINS, None)
+    schedule.ask()
+    assert schedule.mixer.options["perturb"] == 0.3
+    assert online.training_options("aioli", {"lp_rounds": 2}) == {"lp_rounds": 2}
+
+
 def test_bad_train_config_and_bad_method_raise_typed_errors(corpus_dir):
     with pytest.raises(ConfigError, match="model.learning_rate"):
         parse_train_config({"model": {"learning_rate": 1.0}})

@@ -44,6 +44,12 @@ Methods (METHODS):
   (each domain's own loss curve, corrected for transfer by short antithetic tilts), no probe
   steps, starting at the prior and staying there until the first tilt pair is in.
 
+Real training runs (`mixopt train`, mixopt.training, pipeline.online_mixer) take
+`training_options(method, options)`: TRAINING_OPTIONS under the caller's own. The defaults of
+`create` are tuned on the simulators, whose losses depend on cumulative exposure only, so that
+short tilts of the mixture there cost nothing; in real training they do (auto's x2.7 tilts cost
+about 0.04 nats on the default corpus, x1.35 tilts nothing measurable: docs/benchmarks.md).
+
 Schedules (mixopt/online/schedule.py): `Schedule(domains, steps, phases=[Phase(until=0.85,
 method="auto", prior=p), Phase(until=1.0, method="static", prior=upweight(p, {...}, domains))])`
 has the same protocol; each phase's mixer adapts within its phase.
@@ -65,9 +71,16 @@ from mixopt.online.schedule import Phase, Schedule, upweight
 
 _REGISTRY = {cls.method: cls for cls in (AioliMixer, AutoMixer, DoReMiMixer, StaticMixer, StratifiedMixer)}
 METHODS = tuple(sorted(_REGISTRY))
+TRAINING_OPTIONS = {"auto": {"perturb": 0.3}}   # for real training runs: see the module docstring
 
-__all__ = ["create", "load", "METHODS", "OnlineMixer", "Schedule", "Phase", "upweight",
-           "AioliMixer", "AutoMixer", "DoReMiMixer", "StaticMixer", "StratifiedMixer"]
+
+def training_options(method: str, options: Mapping | None = None) -> dict:
+    """The options of `method` for a real training run: TRAINING_OPTIONS[method] under `options`."""
+    return {**TRAINING_OPTIONS.get(method, {}), **(options or {})}
+
+
+__all__ = ["create", "load", "training_options", "TRAINING_OPTIONS", "METHODS", "OnlineMixer", "Schedule",
+           "Phase", "upweight", "AioliMixer", "AutoMixer", "DoReMiMixer", "StaticMixer", "StratifiedMixer"]
 
 
 def create(method: str, domains, steps, prior=None, seed=0, **options) -> OnlineMixer:
