@@ -480,6 +480,7 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
         "mean_mixture": dict(zip(domains, mean_mixture.tolist())), "rounds": len(rows),
         "probe_steps": int(sum(r["segment_steps"] for r in rows if r["probe"])),
         **_bounds(mixer, domains),
+        "mixer": _mixer_config(mixer),
     }
     atomic_write_json(result_path, result)
     if settings.checkpoint:
@@ -499,6 +500,12 @@ def _bounds(mixer, domains: Sequence[str]) -> dict:
         value = getattr(mixer, attribute, common.get(name))
         out[name] = None if value is None else dict(zip(domains, np.asarray(value, dtype=np.float64).tolist()))
     return out
+
+
+def _mixer_config(mixer) -> dict | None:
+    """What the run's mixer was: method, options, prior, bounds (None for a remote or foreign mixer)."""
+    config = None if isinstance(mixer, RemoteMixer) else getattr(mixer, "config", None)
+    return config() if callable(config) else None
 
 
 def _mean_mixture(rows: list[dict], domains: Sequence[str]) -> np.ndarray:

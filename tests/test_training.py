@@ -102,6 +102,7 @@ def test_train_run_logs_the_schema_the_report_reads(corpus_dir, tmp_path):
     np.testing.assert_allclose(weights[0], [0.5, 0.25, 0.25])           # the prior, brought inside the study's bound
     assert weights[:, 0].max() <= 0.5 + 1e-9 and result["max_weights"]["code"] == 0.5
     assert result["status"] == "ok" and result["steps"] == settings.steps
+    assert result["mixer"]["method"] == "auto" and result["mixer"]["options"]["perturb"] == 0.3   # what ran
     first = log.filter(pl.col("segment_steps") > 0).row(0, named=True)
     assert result["mean_loss"] < np.log(256)                            # learned something at all
     assert np.mean([log[f"loss_{d}"][-1] for d in DOMAINS]) < np.mean([first[f"loss_{d}"] for d in DOMAINS])
