@@ -2,7 +2,8 @@
 Ray named actor through which several training workers share one mixer.
 
     settings = load_train_config("configs/train.yaml")
-    result = train_run(settings, domains, mixer, out_dir)      # mixer: mixopt.online.create(...)
+    mixer = build_mixer(settings, domains, prior)              # online.create with training_options
+    result = train_run(settings, domains, mixer, out_dir)      # also writes out_dir/train_result.json
 
 The loop follows the online protocol (mixopt/online/__init__.py): every round it asks the mixer for
 proportions p and a number of steps n, trains n steps on batches drawn from p, evaluates every
