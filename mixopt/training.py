@@ -480,8 +480,7 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
         "bpb": {d: final[d] / math.log(2) / bpt[d] for d in domains},
         "mean_mixture": dict(zip(domains, mean_mixture.tolist())), "rounds": len(rows),
         "probe_steps": int(sum(r["segment_steps"] for r in rows if r["probe"])),
-        **_bounds(mixer, domains),
-        "mixer": _mixer_config(mixer),
+        **_mixer_record(mixer, domains),
     }
     atomic_write_json(result_path, result)
     if settings.checkpoint:
@@ -493,20 +492,17 @@ def train_run(settings: TrainSettings, domains: Sequence[str], mixer, out_dir: s
     return result
 
 
-def _bounds(mixer, domains: Sequence[str]) -> dict:
-    """{min_weights, max_weights} the mixer kept (None: unbounded or not known, as for a remote mixer)."""
-    common = getattr(mixer, "common", {})                       # a Schedule's bounds
-    out = {}
-    for name, attribute in (("min_weights", "lower"), ("max_weights", "upper")):
-        value = getattr(mixer, attribute, common.get(name))
-        out[name] = None if value is None else dict(zip(domains, np.asarray(value, dtype=np.float64).tolist()))
-    return out
-
-
-def _mixer_config(mixer) -> dict | None:
-    """What the run's mixer was: method, options, prior, bounds (None for a remote or foreign mixer)."""
+def _mixer_record(mixer, domains: Sequence[str]) -> dict:
+    """What the run's mixer was: {min_weights, max_weights} per domain (None: unbounded or not known)
+    and `mixer`, its config (method, options, prior, bounds; None for a remote or foreign mixer)."""
     config = None if isinstance(mixer, RemoteMixer) else getattr(mixer, "config", None)
-    return config() if callable(config) else None
+    config = config() if callable(config) else None
+    bounds = (config or {}).get("common", config) or {}        # a Schedule keeps its bounds in `common`
+    record = {}
+    for name in ("min_weights", "max_weights"):
+        value = bounds.get(name)
+        record[name] = None if value is None else dict(zip(domains, np.asarray(value, dtype=np.float64).tolist()))
+    return {**record, "mixer": config}
 
 
 def _mean_mixture(rows: list[dict], domains: Sequence[str]) -> np.ndarray:
