@@ -4,6 +4,8 @@
     python benchmarks/online_sim.py --quick    # 6 cases, 2 runs each
     python benchmarks/online_sim.py --draws 10 # 10 draws of the suite (seeds 0..9): 180 cases
     python benchmarks/online_sim.py --spikes 0.03  # 3% of the evaluations read 0.3 too high
+    python benchmarks/online_sim.py --noise-scale 0.5  # half the suite's evaluation noise (0: none)
+    python benchmarks/online_sim.py --oracle   # + auto's control law steered by the true gradient
 
 Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
 with cumulative, diminishing-returns exposure through a transfer matrix; repetition penalties,
@@ -12,6 +14,8 @@ final noise-free objective; each method's is the mean over `--reps` runs (fresh 
 eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_best_static).
 Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
 10x shorter proxy run (`proxy`), and auto started from that recommendation (`auto+proxy`).
+`--oracle` adds `auto`'s control law fed the simulator's true gradient instead of its estimate
+(OracleAuto): how much of auto's shortfall is estimation.
 The mixers (and the proxy's static search) get the repetition caps a user who knows each domain's
 size would give them (max_weights = 4 epochs' worth, simulate.repetition_caps; only the repetition
 family has small domains); `--no-caps` runs them without. Stratified and the best static mixture in
@@ -35,6 +39,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mixopt import online  # noqa: E402
 from mixopt.online import simulate as S  # noqa: E402
+from mixopt.online.auto import AutoMixer  # noqa: E402
+
+
+class OracleAuto(AutoMixer):
+    """`auto`'s control law (and its rate scale) steered by the simulator's true gradient instead
+    of the estimated gains: the gap closed with perfect knowledge of what one more step of each
+    domain is worth now."""
+
+    def __init__(self, sim: S.Simulator, *args, **kwargs):
+        self.sim = sim
+        super().__init__(*args, **kwargs)
+
+    def _gains(self, rate):
+        return S.true_gains(self.sim)
+
+
+def mean_oracle(sim: S.Simulator, reps: int, **options) -> float:
+    values = []
+    for rep in range(reps):
+        mixer = OracleAuto(sim, sim.K, sim.steps, seed=rep, objective=sim.weights, **options)
+        values.append(S.run(mixer, sim, seed=1000 + rep).objective)
+    return float(np.mean(values))
 
 
 def mean_run(method: str, sim: S.Simulator, reps: int, **options) -> float:
@@ -88,6 +114,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the (first) draw of the suite")
     parser.add_argument("--spikes", type=float, default=0.0,
                         help="chance per evaluation of a loss spike (+0.3 on every domain): robustness")
+    parser.add_argument("--noise-scale", type=float, default=1.0,
+                        help="multiply every case's evaluation noise by this (0: noise-free evaluations)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="add auto's control law steered by the true gradient (column oracle_gc)")
     parser.add_argument("--auto", type=json.loads, default={}, metavar="JSON",
                         help='options for auto, e.g. \'{"outlier": 0}\' (settings sweeps)')
     parser.add_argument("--no-caps", action="store_true",
@@ -96,18 +126,24 @@ def main() -> None:
                         help="draws of the suite (seeds seed, seed+1, ...): the same families and sizes, "
                              "new random models -- a stand-in for simulators not tuned on")
     args = parser.parse_args()
+    if args.noise_scale < 0:
+        parser.error(f"--noise-scale must be >= 0, got {args.noise_scale:g}")
     reps = args.reps or (2 if args.quick else 3)
     started = time.time()
     cases = [case for draw in range(args.draws) for case in S.suite(quick=args.quick, seed=args.seed + draw)]
     header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
-              f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}")
+              f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}"
+              + (f" {'oracle_gc':>9s}" if args.oracle else ""))
     print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better); "
           f"mixers {'without' if args.no_caps else 'with'} repetition caps"
-          + (f"; loss spikes in {args.spikes:.0%} of the evaluations" if args.spikes > 0 else ""))
+          + (f"; loss spikes in {args.spikes:.0%} of the evaluations" if args.spikes > 0 else "")
+          + (f"; evaluation noise x{args.noise_scale:g}" if args.noise_scale != 1.0 else ""))
     print(header)
     rows = []
     for case in cases:
         sim = case.simulator()
+        if args.noise_scale != 1.0:
+            sim = S.Simulator(S.with_noise_scale(sim.model, args.noise_scale))
         if args.spikes > 0:
             sim = S.Simulator(S.with_spikes(sim.model, args.spikes))
         strat = mean_run("stratified", sim, 1)
@@ -124,9 +160,12 @@ def main() -> None:
         row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
                    aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,
                    proxy=proxy, auto_proxy=auto_proxy)
+        if args.oracle:
+            row["oracle_gc"] = (strat - mean_oracle(sim, reps, **bounds, **args.auto)) / gap
         rows.append(row)
         print(f"{case.name:40s} {strat:8.4f} {best:8.4f} {aioli:8.4f} {auto:8.4f} {row['aioli_gc']:+8.2f} "
-              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f}", flush=True)
+              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f}"
+              + (f" {row['oracle_gc']:+9.2f}" if args.oracle else ""), flush=True)
     us_auto = ask_tell_us("auto")
     us_aioli = ask_tell_us("aioli", steps=200_000, runs=1)
     print(f"ask+tell at K=100 (median over a run's rounds): auto {us_auto:.0f} us, aioli {us_aioli:.0f} us")
@@ -136,9 +175,14 @@ def main() -> None:
     closed = np.array([r["auto_gc"] for r in rows])
     print(f"auto+proxy beats the proxy's static recommendation on "
           f"{sum(r['auto_proxy'] < r['proxy'] for r in rows)}/{n}; elapsed {time.time() - started:.0f} s")
+    oracle = ""
+    if args.oracle:
+        ideal = np.array([r["oracle_gc"] for r in rows])
+        oracle = (f" oracle_gap_closed_min={ideal.min():.2f} oracle_gap_closed_mean={ideal.mean():.2f} "
+                  f"oracle_below_30pct={int((ideal < 0.3).sum())}/{n}")
     print(f"online sim: cases={n} aioli_beats_stratified={aioli_wins}/{n} auto_beats_stratified={auto_wins}/{n} "
           f"auto_gap_closed_min={closed.min():.2f} auto_gap_closed_mean={closed.mean():.2f} "
-          f"auto_below_30pct={int((closed < 0.3).sum())}/{n} ask_tell_us_100={us_auto:.0f}")
+          f"auto_below_30pct={int((closed < 0.3).sum())}/{n} ask_tell_us_100={us_auto:.0f}" + oracle)
 
 
 if __name__ == "__main__":

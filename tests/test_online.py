@@ -322,6 +322,32 @@ def test_simulator_noise_is_seeded_and_snapshot_restores():
     assert not np.array_equal(sim.observe(), sim.observe())
 
 
+def test_simulator_true_gains_are_the_objectives_fall_per_step_of_each_domain():
+    sim = _sim("powerlaw", K=4, steps=4000, seed=2)
+    sim.train(np.array([0.4, 0.3, 0.2, 0.1]), 1000)
+    gains = S.true_gains(sim)
+    before, snap = sim.objective(), sim.snapshot()
+    for i in range(4):
+        sim.restore(snap)
+        sim.train(np.eye(4)[i], 2)                      # two more steps of domain i only
+        assert (before - sim.objective()) / 2 == pytest.approx(gains[i], rel=0.01), i
+    assert gains.max() > 1.5 * gains.min() > 0          # the domains differ: a constant would not pass
+
+
+def test_simulator_noise_scale_scales_the_observation_errors():
+    model = _sim(K=3, steps=1000, noise=0.01).model
+    errors = {}
+    for factor in (1.0, 0.5, 0.0):
+        sim = S.Simulator(S.with_noise_scale(model, factor))
+        sim.reset(4)
+        sim.train(np.full(3, 1 / 3), 100)
+        errors[factor] = sim.observe() - sim.losses()
+    np.testing.assert_allclose(errors[0.5], 0.5 * errors[1.0])   # same seed: the same draws, half as large
+    assert np.all(errors[0.0] == 0) and np.any(errors[1.0] != 0)
+    with pytest.raises(InputError, match="noise scale"):
+        S.with_noise_scale(model, -1.0)
+
+
 # ------------------------------------------------------------------ schedules
 
 

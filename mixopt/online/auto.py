@@ -317,20 +317,27 @@ class AutoMixer(OnlineMixer):
     def _update(self, t: int) -> None:
         if not self.pairs:
             return
-        o = self.options
         rate = self._rates(t)
         self.rate = rate
-        w = self.objective
-        scale = float((w * np.abs(rate)).sum())
+        scale = float((self.objective * np.abs(rate)).sum())
         if not scale > 0:
             return
+        gains = self._gains(rate)
+        rho = (gains - (self.mixture * gains).sum()) / scale + self.sensitivity_rho / (1.0 + self.pairs / 3.0)
+        self._steer(rho)
+
+    def _gains(self, rate: np.ndarray) -> np.ndarray:
+        """G: the estimated gain of one more step of each domain (the model in the class docstring)."""
+        w = self.objective
         solution = self._gain_solution()
         self.own_share, self.transfer = float(solution[0]), solution[1:]
         self.own_rate = self._own_rate()
-        p = self.mixture
         R = float((w * rate).sum())
-        G = self.own_share * w * (rate + R * self.own_rate) / np.maximum(p, _TINY) + R * self.transfer
-        rho = (G - (p * G).sum()) / scale + self.sensitivity_rho / (1.0 + self.pairs / 3.0)
+        return self.own_share * w * (rate + R * self.own_rate) / np.maximum(self.mixture, _TINY) + R * self.transfer
+
+    def _steer(self, rho: np.ndarray) -> None:
+        """The control law: one exponentiated-gradient step on the relative gains rho."""
+        o = self.options
         self.rho = np.clip(rho, -RHO_MAX, RHO_MAX)
         step = np.clip(o["eta"] * self.rho, -o["max_step"], o["max_step"]) - o["leak"] * (self.theta - self.theta_prior)
         theta = np.clip(self.theta + step, self.theta_prior - o["max_tilt"], self.theta_prior + o["max_tilt"])

@@ -20,6 +20,7 @@ Use:
     result = run(mixer, sim)                  # drives mixer.ask / next_steps / tell to the end
     p_best, l_best = best_static(sim)         # the best constant mixture in hindsight
     caps = repetition_caps(sim.model)         # max_weights that keep each domain within 4 epochs
+    true_gains(sim)                           # -d objective / d exposure now (what mixers estimate)
     static_objective(sim, p)                  # final objective of a constant mixture (exact)
 
 Without forgetting the final losses depend only on the total exposure, so the best static
@@ -153,6 +154,17 @@ def static_objective(sim: Simulator, p) -> np.ndarray | float:
         recent = np.zeros_like(rows)
     values = _losses(model, exposure, recent) @ sim.weights
     return float(values[0]) if p.ndim == 1 else values
+
+
+def true_gains(sim: Simulator, relative_step: float = 1e-3) -> np.ndarray:
+    """The true gain of one more step of each domain now: -d objective / d e_i at the simulator's
+    current exposures (forward differences; the transient exposure is held). What an online mixer
+    estimates; the benchmark's `oracle` steers on it."""
+    model = sim.model
+    h = relative_step * max(sim.t, 1)
+    base = _losses(model, sim.exposure[None, :], sim.recent[None, :])[0] @ sim.weights
+    moved = _losses(model, sim.exposure[None, :] + h * np.eye(sim.K), np.repeat(sim.recent[None, :], sim.K, axis=0))
+    return -(moved @ sim.weights - base) / h
 
 
 def repetition_caps(model: LossModel, max_epochs: float = 4.0) -> np.ndarray | None:
@@ -376,6 +388,10 @@ def with_spikes(model: LossModel, rate: float, size: float = 0.3) -> LossModel:
     return replace(model, spike_rate=float(rate), spike_size=float(size))
 
 
-def with_noise(model: LossModel, noise: float) -> LossModel:
-    """The same loss model with another observation noise level."""
-    return replace(model, noise=None if noise <= 0 else np.full(model.K, float(noise)))
+def with_noise_scale(model: LossModel, factor: float) -> LossModel:
+    """The same loss model with its observation noise multiplied by `factor` (0: noise-free)."""
+    if factor < 0:
+        raise InputError(f"noise scale must be >= 0, got {factor}")
+    if model.noise is None or factor == 0:
+        return replace(model, noise=None)
+    return replace(model, noise=model.noise * float(factor))
