@@ -55,18 +55,14 @@ class OracleAuto(AutoMixer):
         return S.true_gains(self.sim)
 
 
-def mean_oracle(sim: S.Simulator, reps: int, **options) -> float:
-    values = []
-    for rep in range(reps):
-        mixer = OracleAuto(sim, sim.K, sim.steps, seed=rep, objective=sim.weights, **options)
-        values.append(S.run(mixer, sim, seed=1000 + rep).objective)
-    return float(np.mean(values))
-
-
 def mean_run(method: str, sim: S.Simulator, reps: int, **options) -> float:
+    """Mean final objective of `reps` runs of an online method ("oracle": OracleAuto)."""
     values = []
     for rep in range(reps):
-        mixer = online.create(method, domains=sim.K, steps=sim.steps, seed=rep, objective=sim.weights, **options)
+        if method == "oracle":
+            mixer = OracleAuto(sim, sim.K, sim.steps, seed=rep, objective=sim.weights, **options)
+        else:
+            mixer = online.create(method, domains=sim.K, steps=sim.steps, seed=rep, objective=sim.weights, **options)
         values.append(S.run(mixer, sim, seed=1000 + rep).objective)
     return float(np.mean(values))
 
@@ -161,7 +157,7 @@ def main() -> None:
                    aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,
                    proxy=proxy, auto_proxy=auto_proxy)
         if args.oracle:
-            row["oracle_gc"] = (strat - mean_oracle(sim, reps, **bounds, **args.auto)) / gap
+            row["oracle_gc"] = (strat - mean_run("oracle", sim, reps, **bounds, **args.auto)) / gap
         rows.append(row)
         print(f"{case.name:40s} {strat:8.4f} {best:8.4f} {aioli:8.4f} {auto:8.4f} {row['aioli_gc']:+8.2f} "
               f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f}"
