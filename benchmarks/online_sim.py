@@ -6,6 +6,8 @@
     python benchmarks/online_sim.py --spikes 0.03  # 3% of the evaluations read 0.3 too high
     python benchmarks/online_sim.py --noise-scale 0.5  # half the suite's evaluation noise (0: none)
     python benchmarks/online_sim.py --oracle   # + auto's control law steered by the true gradient
+    python benchmarks/online_sim.py --jacobian-noise 0.3  # auto+J with a noisy proxy Jacobian
+    python benchmarks/online_sim.py --sizes 40:40000:0.01 --draws 3 --seed 100  # other K, steps, noise
 
 Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
 with cumulative, diminishing-returns exposure through a transfer matrix; repetition penalties,
@@ -13,7 +15,10 @@ negative transfer, forgetting, weighted objectives; noisy evaluations). Losses r
 final noise-free objective; each method's is the mean over `--reps` runs (fresh mixer seed and
 eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_best_static).
 Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
-10x shorter proxy run (`proxy`), and auto started from that recommendation (`auto+proxy`).
+10x shorter proxy run (`proxy`), auto started from that recommendation (`auto+proxy`), and auto
+started from uniform with that proxy's per-domain Jacobian at uniform (`auto+J`: option
+`jacobian`, the transfer structure a proxy study's smooth surrogate gives; exact here, or with
+`--jacobian-noise s` each entry off by s times its column's mean absolute value, at random).
 `--oracle` adds `auto`'s control law fed the simulator's true gradient instead of its estimate
 (OracleAuto): how much of auto's shortfall is estimation.
 The mixers (and the proxy's static search) get the repetition caps a user who knows each domain's
@@ -86,11 +91,21 @@ def proxy_recommendation(sim: S.Simulator, caps=None) -> np.ndarray:
     return S.best_static(proxy, upper=caps)[0]
 
 
-def ask_tell_us(method: str, K: int = 100, steps: int = 400_000, runs: int = 3) -> float:
+def proxy_jacobian(sim: S.Simulator, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """The per-domain Jacobian of a 10x shorter run's final losses at uniform (what a proxy study
+    would tell auto), each entry off by `noise` times its column's mean absolute entry at random."""
+    jacobian = S.proxy_jacobian(sim, np.full(sim.K, 1.0 / sim.K))
+    if noise > 0:
+        rng = np.random.default_rng(seed)
+        jacobian = jacobian + noise * np.abs(jacobian).mean(axis=0)[None, :] * rng.standard_normal(jacobian.shape)
+    return jacobian
+
+
+def ask_tell_us(method: str, K: int = 100, steps: int = 400_000, runs: int = 3, **options) -> float:
     """Median wall time of one ask() + next_steps + tell() at K domains, in microseconds."""
     times = []
     for run in range(runs):
-        mixer = online.create(method, domains=K, steps=steps, seed=run)
+        mixer = online.create(method, domains=K, steps=steps, seed=run, **options)
         rng = np.random.default_rng(run)
         losses = np.full(K, 3.0)
         while not mixer.done:
@@ -101,6 +116,21 @@ def ask_tell_us(method: str, K: int = 100, steps: int = 400_000, runs: int = 3) 
             mixer.tell(losses)
             times.append(time.perf_counter() - start)
     return float(np.median(times) * 1e6)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int, float]]:
+    """"K:STEPS:NOISE,..." -> [(K, steps, noise), ...] (argparse type: errors exit with status 2)."""
+    sizes = []
+    for item in text.split(","):
+        parts = item.split(":")
+        try:
+            K, steps, noise = int(parts[0]), int(parts[1]), float(parts[2])
+        except (ValueError, IndexError):
+            raise argparse.ArgumentTypeError(f"expected K:STEPS:NOISE, got {item!r}") from None
+        if len(parts) != 3 or K < 2 or steps < 100 or not noise >= 0:
+            raise argparse.ArgumentTypeError(f"need K >= 2, STEPS >= 100 and NOISE >= 0, got {item!r}")
+        sizes.append((K, steps, noise))
+    return sizes
 
 
 def main() -> None:
@@ -116,6 +146,12 @@ def main() -> None:
                         help="add auto's control law steered by the true gradient (column oracle_gc)")
     parser.add_argument("--auto", type=json.loads, default={}, metavar="JSON",
                         help='options for auto, e.g. \'{"outlier": 0}\' (settings sweeps)')
+    parser.add_argument("--jacobian-noise", type=float, default=0.0,
+                        help="auto+J's proxy Jacobian: add this many times each column's mean absolute "
+                             "entry, times a standard normal, to each entry")
+    parser.add_argument("--sizes", type=parse_sizes, default=None, metavar="K:STEPS:NOISE[,...]",
+                        help="run the six families at these sizes instead of the suite's "
+                             "3:5000:0.003,8:10000:0.01,20:20000:0.02 (settings outside the suite)")
     parser.add_argument("--no-caps", action="store_true",
                         help="give the mixers no repetition caps (max_weights) from the domains' sizes")
     parser.add_argument("--draws", type=int, default=1,
@@ -124,11 +160,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.noise_scale < 0:
         parser.error(f"--noise-scale must be >= 0, got {args.noise_scale:g}")
+    if args.jacobian_noise < 0:
+        parser.error(f"--jacobian-noise must be >= 0, got {args.jacobian_noise:g}")
     reps = args.reps or (2 if args.quick else 3)
     started = time.time()
-    cases = [case for draw in range(args.draws) for case in S.suite(quick=args.quick, seed=args.seed + draw)]
+    cases = [case for draw in range(args.draws)
+             for case in S.suite(quick=args.quick, seed=args.seed + draw, settings=args.sizes)]
     header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
-              f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s}"
+              f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s} {'auto+J':>8s} {'autoJ_gc':>8s}"
               + (f" {'oracle_gc':>9s}" if args.oracle else ""))
     print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better); "
           f"mixers {'without' if args.no_caps else 'with'} repetition caps"
@@ -152,19 +191,24 @@ def main() -> None:
         proxy_p = proxy_recommendation(sim, bounds.get("max_weights"))
         proxy = S.static_objective(sim, proxy_p)
         auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds, **args.auto)
+        jacobian = proxy_jacobian(sim, args.jacobian_noise, seed=len(rows))
+        auto_j = mean_run("auto", sim, reps, jacobian=jacobian, **bounds, **args.auto)
         gap = strat - best
         row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
                    aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,
-                   proxy=proxy, auto_proxy=auto_proxy)
+                   proxy=proxy, auto_proxy=auto_proxy, auto_j=auto_j, auto_j_gc=(strat - auto_j) / gap)
         if args.oracle:
             row["oracle_gc"] = (strat - mean_run("oracle", sim, reps, **bounds, **args.auto)) / gap
         rows.append(row)
         print(f"{case.name:40s} {strat:8.4f} {best:8.4f} {aioli:8.4f} {auto:8.4f} {row['aioli_gc']:+8.2f} "
-              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f}"
+              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f} {auto_j:8.4f} {row['auto_j_gc']:+8.2f}"
               + (f" {row['oracle_gc']:+9.2f}" if args.oracle else ""), flush=True)
     us_auto = ask_tell_us("auto")
     us_aioli = ask_tell_us("aioli", steps=200_000, runs=1)
-    print(f"ask+tell at K=100 (median over a run's rounds): auto {us_auto:.0f} us, aioli {us_aioli:.0f} us")
+    transfer = np.random.default_rng(0).uniform(0.0, 0.5, size=(100, 100)) * (np.random.default_rng(1).random((100, 100)) < 0.3)
+    us_auto_j = ask_tell_us("auto", jacobian=-(np.eye(100) + transfer))
+    print(f"ask+tell at K=100 (median over a run's rounds): auto {us_auto:.0f} us, auto with a jacobian "
+          f"{us_auto_j:.0f} us, aioli {us_aioli:.0f} us")
     n = len(rows)
     aioli_wins = sum(r["aioli"] < r["strat"] for r in rows)
     auto_wins = sum(r["auto"] < r["strat"] for r in rows)
@@ -176,9 +220,13 @@ def main() -> None:
         ideal = np.array([r["oracle_gc"] for r in rows])
         oracle = (f" oracle_gap_closed_min={ideal.min():.2f} oracle_gap_closed_mean={ideal.mean():.2f} "
                   f"oracle_below_30pct={int((ideal < 0.3).sum())}/{n}")
+    closed_j = np.array([r["auto_j_gc"] for r in rows])
     print(f"online sim: cases={n} aioli_beats_stratified={aioli_wins}/{n} auto_beats_stratified={auto_wins}/{n} "
           f"auto_gap_closed_min={closed.min():.2f} auto_gap_closed_mean={closed.mean():.2f} "
-          f"auto_below_30pct={int((closed < 0.3).sum())}/{n} ask_tell_us_100={us_auto:.0f}" + oracle)
+          f"auto_below_30pct={int((closed < 0.3).sum())}/{n} ask_tell_us_100={us_auto:.0f} "
+          f"autoJ_beats_stratified={sum(r['auto_j'] < r['strat'] for r in rows)}/{n} "
+          f"autoJ_gap_closed_min={closed_j.min():.2f} autoJ_gap_closed_mean={closed_j.mean():.2f} "
+          f"autoJ_below_30pct={int((closed_j < 0.3).sum())}/{n}" + oracle)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -112,10 +113,17 @@ def test_same_seed_same_run_and_nan_losses_are_tolerated(method):
 # ------------------------------------------------------------------ state: save, load, resume
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_resume_from_saved_state_continues_identically(method, tmp_path):
+def _variant(variant, sim):
+    """(method, options) of a METHODS entry, or of "auto+jacobian" (auto given a proxy's Jacobian)."""
+    if variant == "auto+jacobian":
+        return "auto", {"jacobian": S.proxy_jacobian(sim, np.full(sim.K, 1 / sim.K))}
+    return variant, _options(variant, sim)
+
+
+@pytest.mark.parametrize("variant", [*METHODS, "auto+jacobian"])
+def test_resume_from_saved_state_continues_identically(variant, tmp_path):
     sim = _sim(K=3, steps=2400, seed=2)
-    options = _options(method, sim)
+    method, options = _variant(variant, sim)
     reference = _drive(create(method, 3, 2400, seed=5, **options), sim, noise_seed=9)
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -262,6 +270,9 @@ def test_aioli_restricted_setting_trains_the_prior_first():
     (lambda: create("aioli", 10, 100), "steps"),
     (lambda: create("doremi", 3, 100), "reference_losses"),
     (lambda: create("auto", 3, 100, sensitivity=[1.0, 2.0]), "sensitivity"),
+    (lambda: create("auto", 3, 100, jacobian=np.ones((3, 2))), "jacobian"),
+    (lambda: create("auto", 3, 100, jacobian=[[1.0, 0, 0], [0, np.nan, 0], [0, 0, 1.0]]), "jacobian"),
+    (lambda: create("auto", 3, 100, jacobian="abc"), "jacobian"),
     (lambda: load(42), "state"),
 ])
 def test_bad_arguments_raise_input_error_naming_them(call, name):
@@ -479,3 +490,50 @@ def test_auto_learns_that_a_domain_teaches_the_others():
     assert np.argmax(learnt.transfer) == 0
     assert with_pairs.mean_mixture[0] > own_only.mean_mixture[0] + 0.1
     assert with_pairs.objective < own_only.objective
+
+
+def _teacher(T, noise):
+    """Three domains; domain 0's data lowers every domain's loss (transfer 0.8), the others' only their own."""
+    K = 3
+    transfer = np.eye(K)
+    transfer[0, 1:] = 0.8
+    return S.LossModel(name="teacher", steps=T, E=np.full(K, 2.0), B=np.ones(K), alpha=np.full(K, 0.5),
+                       scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
+                       epoch_steps=np.full(K, np.inf), noise=np.full(K, noise))
+
+
+def test_proxy_jacobian_holds_the_transfer_and_each_domains_rate():
+    """J[i, j] = dL_j / dp_i of a 10x shorter run: zero where domain i teaches j nothing, and
+    p . J[:, j] is how the proxy's loss j moves with its length (all of p scaled together)."""
+    sim = S.Simulator(_teacher(5000, 0.0))
+    p = np.array([0.2, 0.5, 0.3])
+    J = S.proxy_jacobian(sim, p)
+    assert np.all(J[0] < 0) and J[1, 2] == 0 and J[2, 1] == 0 and J[1, 0] == 0
+    proxy = dataclasses.replace(sim.model, steps=500)
+    h = 1e-4
+    along = (S.static_losses(proxy, (1 + h) * p) - S.static_losses(proxy, p))[0] / h
+    np.testing.assert_allclose(p @ J, along, rtol=1e-3)
+
+
+def test_auto_with_a_diagonal_jacobian_is_the_own_data_model():
+    """A Jacobian without transfer (diagonal) says what the own-data model assumes: the same run."""
+    sim = _sim(K=4, steps=3000, seed=1)
+    plain = S.run(create("auto", 4, 3000, seed=0), sim, seed=0, record=True)
+    diagonal = -np.diag([0.5, 1.0, 2.0, 0.1])
+    given = S.run(create("auto", 4, 3000, seed=0, jacobian=diagonal), sim, seed=0, record=True)
+    assert len(given.trajectory) == len(plain.trajectory)
+    for (t, p, n), (u, q, m) in zip(plain.trajectory, given.trajectory):
+        assert t == u and n == m
+        np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-9)
+
+
+def test_auto_sees_transfer_through_a_proxys_jacobian():
+    """With eval noise that drowns the tilt pairs, only a proxy's Jacobian tells auto that domain 0
+    teaches the others: given it, auto must give domain 0 more and end lower than without."""
+    sim = S.Simulator(_teacher(5000, 0.02))
+    jacobian = S.proxy_jacobian(sim, np.full(3, 1 / 3))
+    without = [S.run(create("auto", 3, 5000, seed=seed), sim, seed=seed) for seed in range(2)]
+    given = [S.run(create("auto", 3, 5000, seed=seed, jacobian=jacobian), sim, seed=seed) for seed in range(2)]
+    for plain, informed in zip(without, given):
+        assert informed.mean_mixture[0] > plain.mean_mixture[0] + 0.1
+        assert informed.objective < plain.objective

@@ -42,7 +42,9 @@ Methods (METHODS):
   losses (option `reference_losses`), online on the main model.
 * `auto`: ours -- greedy exponentiated gradient on marginal gains read from every evaluation
   (each domain's own loss curve, corrected for transfer by short antithetic tilts), no probe
-  steps, starting at the prior and staying there until the first tilt pair is in.
+  steps, starting at the prior and staying there until the first tilt pair is in. Option
+  `jacobian` (K, K): the proxies' per-domain Jacobian d L_j / d p_i at the prior, the transfer
+  structure that one run's tilts cannot estimate at K >= 8 (simulate.proxy_jacobian makes one).
 
 Real training runs (`mixopt train`, mixopt.training, pipeline.online_mixer) take
 `training_options(method, options)`: TRAINING_OPTIONS under the caller's own. The defaults of

@@ -21,6 +21,7 @@ Use:
     p_best, l_best = best_static(sim)         # the best constant mixture in hindsight
     caps = repetition_caps(sim.model)         # max_weights that keep each domain within 4 epochs
     true_gains(sim)                           # -d objective / d exposure now (what mixers estimate)
+    proxy_jacobian(sim, p)                    # d final losses / d p of a 10x shorter run (auto's `jacobian`)
     static_objective(sim, p)                  # final objective of a constant mixture (exact)
 
 Without forgetting the final losses depend only on the total exposure, so the best static
@@ -142,18 +143,36 @@ def _losses(model: LossModel, exposure: np.ndarray, recent: np.ndarray) -> np.nd
     return loss
 
 
-def static_objective(sim: Simulator, p) -> np.ndarray | float:
-    """Exact final objective of training the whole run on constant mixture(s) p: (K,) or (n, K)."""
-    model = sim.model
-    p = np.asarray(p, dtype=np.float64)
-    rows = np.atleast_2d(p)
+def static_losses(model: LossModel, rows: np.ndarray) -> np.ndarray:
+    """Exact final per-domain losses of whole runs of `model` on constant mixtures: (n, K) -> (n, K).
+    Rows need not sum to one (a row's sum scales the run's length)."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
     exposure = model.steps * rows
     if model.forget is not None:
         recent = rows * model.halflife * (1 - np.exp(-model.steps / model.halflife))
     else:
         recent = np.zeros_like(rows)
-    values = _losses(model, exposure, recent) @ sim.weights
+    return _losses(model, exposure, recent)
+
+
+def static_objective(sim: Simulator, p) -> np.ndarray | float:
+    """Exact final objective of training the whole run on constant mixture(s) p: (K,) or (n, K)."""
+    p = np.asarray(p, dtype=np.float64)
+    values = static_losses(sim.model, p) @ sim.weights
     return float(values[0]) if p.ndim == 1 else values
+
+
+def proxy_jacobian(sim: Simulator, p, shrink: int = 10, relative_step: float = 1e-4) -> np.ndarray:
+    """J[i, j] = d L_j / d p_i: how the final per-domain losses of a run `shrink` times shorter on
+    the constant mixture p move with more of domain i (forward differences, p not renormalised,
+    so that p . J[:, j] is the proxy's own rate along its length). What a proxy study's smooth
+    per-domain surrogate and its loss curves tell `auto` (option `jacobian`); exact here."""
+    proxy = replace(sim.model, steps=max(10, sim.steps // shrink))
+    p = np.asarray(p, dtype=np.float64)
+    h = relative_step * max(float(p.max()), 1e-12)
+    rows = np.vstack([p, p[None, :] + h * np.eye(sim.K)])
+    values = static_losses(proxy, rows)
+    return (values[1:] - values[0][None, :]) / h
 
 
 def true_gains(sim: Simulator, relative_step: float = 1e-3) -> np.ndarray:
@@ -364,13 +383,16 @@ def relative_gap(sim: Simulator, best: float) -> float:
     return (strat - best) / max(strat - floor, 1e-12)
 
 
-def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01) -> list[Case]:
+SUITE_SETTINGS = ((3, 5000, 0.003), (8, 10000, 0.01), (20, 20000, 0.02))   # (K, steps, eval noise)
+
+
+def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01, settings=None) -> list[Case]:
     """The benchmark cases: every family at K = 3, 8 and 20 (T = 5k, 10k, 20k steps; eval noise
-    0.003, 0.01, 0.02), or one setting per family with `quick`. Only cases where the mixture
-    matters: a draw whose best static mixture removes less than `min_gap` of the loss still
-    reducible at the uniform mixture is redrawn (next seed; at most 20 tries), since there the
-    gap that "gap closed" divides by is noise."""
-    settings = [(3, 5000, 0.003), (8, 10000, 0.01), (20, 20000, 0.02)]
+    0.003, 0.01, 0.02; or the (K, steps, noise) `settings` given), or one setting per family with
+    `quick`. Only cases where the mixture matters: a draw whose best static mixture removes less
+    than `min_gap` of the loss still reducible at the uniform mixture is redrawn (next seed; at
+    most 20 tries), since there the gap that "gap closed" divides by is noise."""
+    settings = list(SUITE_SETTINGS if settings is None else settings)
     cases = []
     for index, family in enumerate(FAMILIES):
         chosen = [settings[index % 3]] if quick else settings
