@@ -93,7 +93,9 @@ class AutoMixer(OnlineMixer):
     (p . J[:, j]) + R delta_i, and the pairs' per-domain model changes with it. This is the
     transfer that one run's pairs cannot estimate at K >= 8 with realistic noise (about 0.04
     signal to noise per pair); on the simulators, with a 10x shorter run's Jacobian it closes
-    0.64 of the gap on average against 0.50 without (benchmarks/online_sim.py, `auto+J`). A
+    0.62-0.66 of the gap on average against 0.49-0.50 without, 0.49 against 0.19 at K = 40
+    (benchmarks/online_sim.py, `auto+J`; docs/benchmarks.md). A poor J does harm (entries off
+    by their column's mean size: at or below stratified on 14 of 180 cases, against 1). A
     diagonal J (no transfer) gives the own-data model.
     """
 
