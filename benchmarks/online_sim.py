@@ -91,7 +91,7 @@ def proxy_recommendation(sim: S.Simulator, caps=None) -> np.ndarray:
     return S.best_static(proxy, upper=caps)[0]
 
 
-def proxy_jacobian(sim: S.Simulator, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+def noisy_proxy_jacobian(sim: S.Simulator, noise: float = 0.0, seed: int = 0) -> np.ndarray:
     """The per-domain Jacobian of a 10x shorter run's final losses at uniform (what a proxy study
     would tell auto), each entry off by `noise` times its column's mean absolute entry at random."""
     jacobian = S.proxy_jacobian(sim, np.full(sim.K, 1.0 / sim.K))
@@ -191,7 +191,7 @@ def main() -> None:
         proxy_p = proxy_recommendation(sim, bounds.get("max_weights"))
         proxy = S.static_objective(sim, proxy_p)
         auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds, **args.auto)
-        jacobian = proxy_jacobian(sim, args.jacobian_noise, seed=len(rows))
+        jacobian = noisy_proxy_jacobian(sim, args.jacobian_noise, seed=len(rows))
         auto_j = mean_run("auto", sim, reps, jacobian=jacobian, **bounds, **args.auto)
         gap = strat - best
         row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
@@ -205,7 +205,8 @@ def main() -> None:
               + (f" {row['oracle_gc']:+9.2f}" if args.oracle else ""), flush=True)
     us_auto = ask_tell_us("auto")
     us_aioli = ask_tell_us("aioli", steps=200_000, runs=1)
-    transfer = np.random.default_rng(0).uniform(0.0, 0.5, size=(100, 100)) * (np.random.default_rng(1).random((100, 100)) < 0.3)
+    rng = np.random.default_rng(0)
+    transfer = rng.uniform(0.0, 0.5, size=(100, 100)) * (rng.random((100, 100)) < 0.3)   # sparse, as in the sims
     us_auto_j = ask_tell_us("auto", jacobian=-(np.eye(100) + transfer))
     print(f"ask+tell at K=100 (median over a run's rounds): auto {us_auto:.0f} us, auto with a jacobian "
           f"{us_auto_j:.0f} us, aioli {us_aioli:.0f} us")

@@ -470,28 +470,6 @@ def test_auto_drops_loss_spikes():
     assert np.mean(closed["screened"]) / gap > np.mean(closed["raw"]) / gap + 0.03
 
 
-def test_auto_learns_that_a_domain_teaches_the_others():
-    """Domain 0's data lowers every domain's loss (transfer 0.8), which the own-data model cannot
-    see: it credits domains 1 and 2 with progress that domain 0 bought. The tilt pairs must find
-    it (domains 1 and 2's own data buys less than their rates show, domain 0 has the largest
-    transfer correction), and the mixer must then give domain 0 more than the own-data model
-    alone does and end with a lower objective."""
-    K, T = 3, 5000
-    transfer = np.eye(K)
-    transfer[0, 1:] = 0.8
-    model = S.LossModel(name="teacher", steps=T, E=np.full(K, 2.0), B=np.ones(K), alpha=np.full(K, 0.5),
-                        scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
-                        epoch_steps=np.full(K, np.inf), noise=np.full(K, 1e-4))
-    sim = S.Simulator(model)
-    learnt = create("auto", K, T, seed=0)
-    with_pairs = S.run(learnt, sim, seed=0)
-    own_only = S.run(create("auto", K, T, seed=0, own_rate_scale=1e-6, transfer_scale=1e-6), sim, seed=0)
-    assert learnt.own_rate[1] < -0.3 and learnt.own_rate[2] < -0.3 and abs(learnt.own_rate[0]) < 0.2
-    assert np.argmax(learnt.transfer) == 0
-    assert with_pairs.mean_mixture[0] > own_only.mean_mixture[0] + 0.1
-    assert with_pairs.objective < own_only.objective
-
-
 def _teacher(T, noise):
     """Three domains; domain 0's data lowers every domain's loss (transfer 0.8), the others' only their own."""
     K = 3
@@ -500,6 +478,23 @@ def _teacher(T, noise):
     return S.LossModel(name="teacher", steps=T, E=np.full(K, 2.0), B=np.ones(K), alpha=np.full(K, 0.5),
                        scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
                        epoch_steps=np.full(K, np.inf), noise=np.full(K, noise))
+
+
+def test_auto_learns_that_a_domain_teaches_the_others():
+    """Domain 0's data lowers every domain's loss (transfer 0.8), which the own-data model cannot
+    see: it credits domains 1 and 2 with progress that domain 0 bought. The tilt pairs must find
+    it (domains 1 and 2's own data buys less than their rates show, domain 0 has the largest
+    transfer correction), and the mixer must then give domain 0 more than the own-data model
+    alone does and end with a lower objective."""
+    K, T = 3, 5000
+    sim = S.Simulator(_teacher(T, 1e-4))
+    learnt = create("auto", K, T, seed=0)
+    with_pairs = S.run(learnt, sim, seed=0)
+    own_only = S.run(create("auto", K, T, seed=0, own_rate_scale=1e-6, transfer_scale=1e-6), sim, seed=0)
+    assert learnt.own_rate[1] < -0.3 and learnt.own_rate[2] < -0.3 and abs(learnt.own_rate[0]) < 0.2
+    assert np.argmax(learnt.transfer) == 0
+    assert with_pairs.mean_mixture[0] > own_only.mean_mixture[0] + 0.1
+    assert with_pairs.objective < own_only.objective
 
 
 def test_proxy_jacobian_holds_the_transfer_and_each_domains_rate():
