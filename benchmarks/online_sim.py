@@ -7,6 +7,7 @@
     python benchmarks/online_sim.py --noise-scale 0.5  # half the suite's evaluation noise (0: none)
     python benchmarks/online_sim.py --oracle   # + auto's control law steered by the true gradient
     python benchmarks/online_sim.py --jacobian-noise 0.3  # auto+J with a noisy proxy Jacobian
+    python benchmarks/online_sim.py --jacobian-study 512  # auto+J's Jacobian from 512 noisy proxies
     python benchmarks/online_sim.py --sizes 40:40000:0.01 --draws 3 --seed 100  # other K, steps, noise
 
 Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
@@ -17,8 +18,9 @@ eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_bes
 Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
 10x shorter proxy run (`proxy`), auto started from that recommendation (`auto+proxy`), and auto
 started from uniform with that proxy's per-domain Jacobian at uniform (`auto+J`: option
-`jacobian`, the transfer structure a proxy study's smooth surrogate gives; exact here, or with
-`--jacobian-noise s` each entry off by s times its column's mean absolute value, at random).
+`jacobian`, the transfer structure a proxy study's smooth surrogate gives; exact, or estimated
+from N simulated proxies with `--jacobian-study N`, or with `--jacobian-noise s` each entry off by
+s times its column's mean absolute value, at random).
 `--oracle` adds `auto`'s control law fed the simulator's true gradient instead of its estimate
 (OracleAuto): how much of auto's shortfall is estimation.
 The mixers (and the proxy's static search) get the repetition caps a user who knows each domain's
@@ -91,10 +93,12 @@ def proxy_recommendation(sim: S.Simulator, caps=None) -> np.ndarray:
     return S.best_static(proxy, upper=caps)[0]
 
 
-def noisy_proxy_jacobian(sim: S.Simulator, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+def noisy_proxy_jacobian(sim: S.Simulator, noise: float = 0.0, seed: int = 0, study: int = 0) -> np.ndarray:
     """The per-domain Jacobian of a 10x shorter run's final losses at uniform (what a proxy study
-    would tell auto), each entry off by `noise` times its column's mean absolute entry at random."""
-    jacobian = S.proxy_jacobian(sim, np.full(sim.K, 1.0 / sim.K))
+    would tell auto): exact, or estimated from `study` noisy proxies (simulate.study_jacobian);
+    each entry then off by `noise` times its column's mean absolute entry at random."""
+    uniform = np.full(sim.K, 1.0 / sim.K)
+    jacobian = S.study_jacobian(sim, uniform, runs=study, seed=seed) if study else S.proxy_jacobian(sim, uniform)
     if noise > 0:
         rng = np.random.default_rng(seed)
         jacobian = jacobian + noise * np.abs(jacobian).mean(axis=0)[None, :] * rng.standard_normal(jacobian.shape)
@@ -149,6 +153,11 @@ def main() -> None:
     parser.add_argument("--jacobian-noise", type=float, default=0.0,
                         help="auto+J's proxy Jacobian: add this many times each column's mean absolute "
                              "entry, times a standard normal, to each entry")
+    parser.add_argument("--jacobian-study", type=int, default=0, metavar="N",
+                        help="auto+J's Jacobian estimated from N simulated proxies with the case's eval noise "
+                             "(simulate.study_jacobian) instead of exact (0)")
+    parser.add_argument("--jacobian-weight", type=float, default=1.0,
+                        help="auto+J's jacobian_weight (1: the Jacobian's transfer as it is; 0: own-data model)")
     parser.add_argument("--sizes", type=parse_sizes, default=None, metavar="K:STEPS:NOISE[,...]",
                         help="run the six families at these sizes instead of the suite's "
                              "3:5000:0.003,8:10000:0.01,20:20000:0.02 (settings outside the suite)")
@@ -162,6 +171,10 @@ def main() -> None:
         parser.error(f"--noise-scale must be >= 0, got {args.noise_scale:g}")
     if args.jacobian_noise < 0:
         parser.error(f"--jacobian-noise must be >= 0, got {args.jacobian_noise:g}")
+    if args.jacobian_study < 0:
+        parser.error(f"--jacobian-study must be >= 0 (0: exact), got {args.jacobian_study}")
+    if not 0 <= args.jacobian_weight <= 1:
+        parser.error(f"--jacobian-weight must be in [0, 1], got {args.jacobian_weight:g}")
     reps = args.reps or (2 if args.quick else 3)
     started = time.time()
     cases = [case for draw in range(args.draws)
@@ -191,8 +204,9 @@ def main() -> None:
         proxy_p = proxy_recommendation(sim, bounds.get("max_weights"))
         proxy = S.static_objective(sim, proxy_p)
         auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds, **args.auto)
-        jacobian = noisy_proxy_jacobian(sim, args.jacobian_noise, seed=len(rows))
-        auto_j = mean_run("auto", sim, reps, jacobian=jacobian, **bounds, **args.auto)
+        jacobian = noisy_proxy_jacobian(sim, args.jacobian_noise, seed=len(rows), study=args.jacobian_study)
+        auto_j = mean_run("auto", sim, reps, jacobian=jacobian, jacobian_weight=args.jacobian_weight,
+                          **bounds, **args.auto)
         gap = strat - best
         row = dict(case=case.name, strat=strat, best=best, aioli=aioli, auto=auto,
                    aioli_gc=(strat - aioli) / gap, auto_gc=(strat - auto) / gap, doremi=doremi,

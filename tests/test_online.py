@@ -273,6 +273,7 @@ def test_aioli_restricted_setting_trains_the_prior_first():
     (lambda: create("auto", 3, 100, jacobian=np.ones((3, 2))), "jacobian"),
     (lambda: create("auto", 3, 100, jacobian=[[1.0, 0, 0], [0, np.nan, 0], [0, 0, 1.0]]), "jacobian"),
     (lambda: create("auto", 3, 100, jacobian="abc"), "jacobian"),
+    (lambda: create("auto", 3, 100, jacobian=-np.eye(3), jacobian_weight=1.5), "jacobian_weight"),
     (lambda: load(42), "state"),
 ])
 def test_bad_arguments_raise_input_error_naming_them(call, name):
@@ -510,25 +511,47 @@ def test_proxy_jacobian_holds_the_transfer_and_each_domains_rate():
     np.testing.assert_allclose(p @ J, along, rtol=1e-3)
 
 
-def test_auto_with_a_diagonal_jacobian_is_the_own_data_model():
-    """A Jacobian without transfer (diagonal) says what the own-data model assumes: the same run."""
+@pytest.mark.parametrize("jacobian, weight", [
+    (-np.diag([0.5, 1.0, 2.0, 0.1]), 1.0),                   # no transfer: what the own-data model assumes
+    (-np.eye(4) - 0.4 * np.ones((4, 4)), 0.0),                # transfer, weighted 0
+])
+def test_auto_with_a_jacobian_that_says_no_transfer_is_the_own_data_model(jacobian, weight):
     sim = _sim(K=4, steps=3000, seed=1)
     plain = S.run(create("auto", 4, 3000, seed=0), sim, seed=0, record=True)
-    diagonal = -np.diag([0.5, 1.0, 2.0, 0.1])
-    given = S.run(create("auto", 4, 3000, seed=0, jacobian=diagonal), sim, seed=0, record=True)
+    given = S.run(create("auto", 4, 3000, seed=0, jacobian=jacobian, jacobian_weight=weight), sim, seed=0,
+                  record=True)
     assert len(given.trajectory) == len(plain.trajectory)
     for (t, p, n), (u, q, m) in zip(plain.trajectory, given.trajectory):
         assert t == u and n == m
         np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-9)
 
 
-def test_auto_sees_transfer_through_a_proxys_jacobian():
-    """With eval noise that drowns the tilt pairs, only a proxy's Jacobian tells auto that domain 0
-    teaches the others: given it, auto must give domain 0 more and end lower than without."""
+@pytest.mark.parametrize("estimated", [False, True])
+def test_auto_sees_transfer_through_a_proxys_jacobian(estimated):
+    """With eval noise that drowns the tilt pairs, only a proxy's Jacobian (exact, or estimated
+    from 256 noisy proxies) tells auto that domain 0 teaches the others: given it, auto must give
+    domain 0 more and end lower than without."""
     sim = S.Simulator(_teacher(5000, 0.02))
-    jacobian = S.proxy_jacobian(sim, np.full(3, 1 / 3))
+    uniform = np.full(3, 1 / 3)
+    jacobian = S.study_jacobian(sim, uniform, runs=256) if estimated else S.proxy_jacobian(sim, uniform)
     without = [S.run(create("auto", 3, 5000, seed=seed), sim, seed=seed) for seed in range(2)]
     given = [S.run(create("auto", 3, 5000, seed=seed, jacobian=jacobian), sim, seed=seed) for seed in range(2)]
     for plain, informed in zip(without, given):
         assert informed.mean_mixture[0] > plain.mean_mixture[0] + 0.1
         assert informed.objective < plain.objective
+
+
+def test_study_jacobian_estimates_the_proxys_jacobian_from_noisy_proxies():
+    """Without noise the study's linear fit over the simplex comes close to the exact Jacobian
+    (entries 0.2-0.55: domain 0 teaches 1 and 2), its columns' rates along the length too; with
+    noise, more proxies estimate it better."""
+    sim = S.Simulator(_teacher(5000, 0.0))
+    p = np.full(3, 1 / 3)
+    exact = S.proxy_jacobian(sim, p)
+    clean = S.study_jacobian(sim, p, runs=256)
+    np.testing.assert_allclose(clean, exact, atol=0.1)
+    np.testing.assert_allclose(p @ clean, p @ exact, rtol=0.2)
+    noisy = S.Simulator(_teacher(5000, 0.02))
+    errors = {runs: np.mean([np.abs(S.study_jacobian(noisy, p, runs=runs, seed=seed) - clean).mean()
+                             for seed in range(4)]) for runs in (32, 512)}
+    assert errors[512] < 0.6 * errors[32]

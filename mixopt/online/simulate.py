@@ -22,6 +22,7 @@ Use:
     caps = repetition_caps(sim.model)         # max_weights that keep each domain within 4 epochs
     true_gains(sim)                           # -d objective / d exposure now (what mixers estimate)
     proxy_jacobian(sim, p)                    # d final losses / d p of a 10x shorter run (auto's `jacobian`)
+    study_jacobian(sim, p, runs=512)          # the same, estimated from noisy proxies
     static_objective(sim, p)                  # final objective of a constant mixture (exact)
 
 Without forgetting the final losses depend only on the total exposure, so the best static
@@ -173,6 +174,31 @@ def proxy_jacobian(sim: Simulator, p, shrink: int = 10, relative_step: float = 1
     rows = np.vstack([p, p[None, :] + h * np.eye(sim.K)])
     values = static_losses(proxy, rows)
     return (values[1:] - values[0][None, :]) / h
+
+
+def study_jacobian(sim: Simulator, p, runs: int = 512, shrink: int = 10, repeats: int = 3,
+                   seed: int = 0) -> np.ndarray:
+    """proxy_jacobian as a proxy study would estimate it, with the model's eval noise on every
+    proxy's final losses: `runs` proxies `shrink` times shorter on Dirichlet(1) mixtures give the
+    part along the simplex (a ridge fit L_j = sum_i b_ij p_i), and `repeats` proxies on p at that
+    length and at half of it give each domain's rate along the length, p . J[:, j] (the
+    difference of their mean losses over log 2), which sets each column's free constant."""
+    model = sim.model
+    K = sim.K
+    p = np.asarray(p, dtype=np.float64)
+    rng = np.random.default_rng([seed, K, runs])
+    sigma = np.zeros(K) if model.noise is None else model.noise
+    proxy = replace(model, steps=max(10, sim.steps // shrink))
+    half = replace(model, steps=max(5, sim.steps // (2 * shrink)))
+
+    def observed(m, rows):
+        return static_losses(m, rows) + sigma * rng.standard_normal((len(rows), K))
+
+    X = rng.dirichlet(np.ones(K), size=runs)
+    b = np.linalg.solve(X.T @ X + 1e-3 * runs * np.eye(K), X.T @ observed(proxy, X))     # b[i, j]
+    at_p = np.repeat(p[None, :], repeats, axis=0)
+    along = (observed(proxy, at_p).mean(axis=0) - observed(half, at_p).mean(axis=0)) / np.log(2.0)
+    return b + (along - p @ b)[None, :]
 
 
 def true_gains(sim: Simulator, relative_step: float = 1e-3) -> np.ndarray:
