@@ -34,7 +34,6 @@ microseconds), then the one-line summary.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -89,7 +88,7 @@ def reference_trajectory(sim: S.Simulator, rounds: int = 100):
 
 def proxy_recommendation(sim: S.Simulator, caps=None) -> np.ndarray:
     """The best static mixture of a run 10x shorter (within `caps`): what a proxy study would recommend."""
-    proxy = S.Simulator(dataclasses.replace(sim.model, steps=max(10, sim.steps // 10)))
+    proxy = S.Simulator(S.proxy_model(sim.model))
     return S.best_static(proxy, upper=caps)[0]
 
 

@@ -23,6 +23,7 @@ Use:
     true_gains(sim)                           # -d objective / d exposure now (what mixers estimate)
     proxy_jacobian(sim, p)                    # d final losses / d p of a 10x shorter run (auto's `jacobian`)
     study_jacobian(sim, p, runs=512)          # the same, estimated from noisy proxies
+    proxy_model(model)                        # the same loss model for a 10x shorter run (a proxy)
     static_objective(sim, p)                  # final objective of a constant mixture (exact)
 
 Without forgetting the final losses depend only on the total exposure, so the best static
@@ -163,12 +164,17 @@ def static_objective(sim: Simulator, p) -> np.ndarray | float:
     return float(values[0]) if p.ndim == 1 else values
 
 
+def proxy_model(model: LossModel, shrink: int = 10, min_steps: int = 10) -> LossModel:
+    """The same loss model for a run `shrink` times shorter (at least `min_steps`): a proxy's."""
+    return replace(model, steps=max(min_steps, model.steps // shrink))
+
+
 def proxy_jacobian(sim: Simulator, p, shrink: int = 10, relative_step: float = 1e-4) -> np.ndarray:
     """J[i, j] = d L_j / d p_i: how the final per-domain losses of a run `shrink` times shorter on
     the constant mixture p move with more of domain i (forward differences, p not renormalised,
     so that p . J[:, j] is the proxy's own rate along its length). What a proxy study's smooth
     per-domain surrogate and its loss curves tell `auto` (option `jacobian`); exact here."""
-    proxy = replace(sim.model, steps=max(10, sim.steps // shrink))
+    proxy = proxy_model(sim.model, shrink)
     p = np.asarray(p, dtype=np.float64)
     h = relative_step * max(float(p.max()), 1e-12)
     rows = np.vstack([p, p[None, :] + h * np.eye(sim.K)])
@@ -188,8 +194,8 @@ def study_jacobian(sim: Simulator, p, runs: int = 512, shrink: int = 10, repeats
     p = np.asarray(p, dtype=np.float64)
     rng = np.random.default_rng([seed, K, runs])
     sigma = np.zeros(K) if model.noise is None else model.noise
-    proxy = replace(model, steps=max(10, sim.steps // shrink))
-    half = replace(model, steps=max(5, sim.steps // (2 * shrink)))
+    proxy = proxy_model(model, shrink)
+    half = proxy_model(model, 2 * shrink, min_steps=5)
 
     def observed(m, rows):
         return static_losses(m, rows) + sigma * rng.standard_normal((len(rows), K))
