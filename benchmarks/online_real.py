@@ -4,9 +4,11 @@
     python benchmarks/online_real.py --tokens 524288 --out runs/online_real
     python benchmarks/online_real.py --seeds 0,1,2         # 3 seeds per method (init and batches)
     python benchmarks/online_real.py --methods auto --auto '{"perturb": 1.0}'   # auto's options
+    python benchmarks/online_real.py --methods auto,autoJ --jacobian runs/demo/jacobian.json
 
 Trains one model per method -- stratified (uniform), static (the recommendation held), aioli (the
-paper's recipe, from uniform), auto (from the recommendation) -- with the same initialisation, data
+paper's recipe, from uniform), auto (from the recommendation; autoJ: the same given the study's
+Jacobian of `mixopt jacobian`, --jacobian) -- with the same initialisation, data
 streams and token budget (mixopt.training.train_run), then compares the final held-out loss (mean
 over domains, nats/token, on final_eval_tokens per domain; with several seeds, per seed and the
 mean over seeds). Each run's train_log.parquet and weights.png are in OUT/<method>/ (OUT/<method>/
@@ -26,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt.data.corpus import Corpus  # noqa: E402
 from mixopt.training import (align_weights, build_mixer, load_train_config, read_mixture, run_space,  # noqa: E402
                              train_run)
+from mixopt.transfer import read_jacobian  # noqa: E402
 
 METHODS = ("stratified", "static", "aioli", "auto")
 
@@ -39,6 +42,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--seeds", default=None,
                         help="comma-separated seeds (settings.seed: initialisation and batches); default the config's")
+    parser.add_argument("--jacobian", default=None, help="jacobian.json (mixopt jacobian) for the autoJ method")
     parser.add_argument("--auto", type=json.loads, default={}, metavar="JSON",
                         help="options for auto on top of the config's, e.g. '{\"perturb\": 1.0}'")
     args = parser.parse_args()
@@ -54,15 +58,23 @@ def main() -> None:
     domains = settings.domains or mix_domains
     prior = align_weights(weights, mix_domains, domains)
     space = run_space(settings, domains, Corpus.open(settings.corpus, verify="size").tokens("train"), study)
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS + ("autoJ",)]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; choose from {list(METHODS) + ['autoJ']}")
+    if "autoJ" in methods and args.jacobian is None:
+        parser.error("--methods autoJ needs --jacobian (a `mixopt jacobian` file)")
+    jacobian = None if args.jacobian is None else read_jacobian(args.jacobian, domains)
     results: dict[str, list[float]] = {}
     started = time.time()
     print(f"online real: {len(domains)} domains, {settings.steps} steps x {settings.model.batch_size * settings.model.seq_len} "
           f"tokens, preset {settings.model.preset}, {settings.threads} threads, seeds {seeds}", flush=True)
-    for method in args.methods.split(","):
+    for method in methods:
         for seed in seeds:
             run_settings = settings.model_copy(update={"seed": seed})
             mixer = build_mixer(run_settings, domains, None if method in ("stratified", "aioli") else prior,
-                                method=method, space=space)
+                                method="auto" if method == "autoJ" else method, space=space,
+                                jacobian=jacobian if method == "autoJ" else None)
             out = Path(args.out) / method if args.seeds is None else Path(args.out) / method / f"seed{seed}"
             r = train_run(run_settings, domains, mixer, out, label=method, log=lambda line: print(line, flush=True))
             results.setdefault(method, []).append(r["mean_loss"])

@@ -429,13 +429,13 @@ def report(
 
 # -- the large run (mixopt/train_cli.py) ----------------------------------------------------------------
 def _register_train_commands() -> None:
-    """`mixopt train` and `mixopt validate`, when mixopt/train_cli.py is there (it defines
-    train_command and validate_command as typer command functions)."""
+    """`mixopt train`, `mixopt jacobian` and `mixopt validate`, when mixopt/train_cli.py is there
+    (it defines train_command, jacobian_command and validate_command as typer command functions)."""
     if importlib.util.find_spec("mixopt.train_cli") is None:
         return
     from mixopt import train_cli
 
-    for name in ("train", "validate"):
+    for name in ("train", "jacobian", "validate"):
         command = getattr(train_cli, f"{name}_command", None)
         if command is not None:
             app.command(name, help=_paragraphs(command.__doc__) or None)(command)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mixopt.errors import StoreError
+from mixopt.errors import InputError, StoreError
 
 
 def _temporary_sibling(path: Path) -> Path:
@@ -50,6 +50,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def read_input_json(path: str | os.PathLike, label: str) -> Any:
+    """The JSON document a user points at; InputError prefixed with `label` if it cannot be read."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{label}: cannot read {path}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{label}: {path} is not valid JSON: {exc}") from None
 
 
 def json_ready(value: Any) -> Any:

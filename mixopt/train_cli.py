@@ -1,4 +1,4 @@
-"""`mixopt train` and `mixopt validate`: typer command functions (registered by mixopt/cli.py).
+"""`mixopt train`, `mixopt jacobian` and `mixopt validate`: typer command functions (registered by mixopt/cli.py).
 
 Bad input raises mixopt.errors exceptions; the CLI turns them into one `error:` line, exit 2.
 """
@@ -28,6 +28,7 @@ def train_command(
     online: str = typer.Option("auto", "--online", help="Online mixer: auto, aioli, static, stratified (doremi needs reference losses: not from the CLI)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (train_log.parquet, weights.png, train_result.json, checkpoint/); an unfinished run there resumes.", file_okay=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
+    jacobian: Optional[Path] = typer.Option(None, "--jacobian", help="jacobian.json of `mixopt jacobian`: the study's transfer structure for --online auto.", dir_okay=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; print only the result."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
 ) -> None:
@@ -63,13 +64,47 @@ def train_command(
     if missing:
         raise InputError(f"domains {missing} are not in the corpus at {settings.corpus}")
     space = run_space(settings, domains, corpus.tokens("train"), study)
-    mixer = build_mixer(settings, domains, prior, method=online, space=space)
+    J = None
+    if jacobian is not None:
+        from mixopt.transfer import read_jacobian
+
+        J = read_jacobian(jacobian, domains)
+    mixer = build_mixer(settings, domains, prior, method=online, space=space, jacobian=J)
     result = train_run(settings, domains, mixer, out, log=_say(quiet or json_output), label=online)
     if json_output:
         print(json.dumps(result))
     else:
         print(f"{online}: mean held-out loss {result['mean_loss']:.4f} nats/token after {result['tokens']:,} tokens "
               f"({result['seconds']:.0f} s); log {Path(out) / 'train_log.parquet'}")
+
+
+def jacobian_command(
+    mixture: Path = typer.Option(..., "--mixture", "-m", help="recommendation.json of a finished study (its runs.parquet beside it).", dir_okay=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the Jacobian (default: jacobian.json beside the recommendation).", dir_okay=False),
+    repeats: int = typer.Option(2, "--repeats", help="Proxies on the recommendation at the study's length and at half of it (each)."),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; print only the result."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
+) -> None:
+    """Estimate the study's per-domain Jacobian at its recommendation, for `mixopt train --jacobian`.
+
+    How each domain's loss moves with every domain's share comes from the study's proxies,
+    shrunk towards "each domain learns only from its own data" as far as their noise asks; each
+    domain's rate along the proxies' length from REPEATS proxies on the recommendation at the
+    study's length and at half of it. `auto` uses it to see what one domain's data teaches the
+    others, which one large run cannot measure.
+    """
+    from mixopt.transfer import study_jacobian
+
+    if threads < 1:
+        raise InputError(f"threads must be >= 1, got {threads}")
+    result = study_jacobian(mixture, out, repeats=repeats, threads=threads, log=_say(quiet or json_output))
+    if json_output:
+        print(json.dumps(result))
+    else:
+        along = ", ".join(f"{d} {a:+.3f}" for d, a in zip(result["domains"], result["along"]))
+        print(f"jacobian: {result['proxies']} proxies, rates along the length (nats per log token) {along}; "
+              f"{result['path']}")
 
 
 def validate_command(

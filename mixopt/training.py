@@ -31,7 +31,7 @@ from pydantic import Field
 
 from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, DataError, InputError
-from mixopt.io import atomic_write, atomic_write_json, atomic_write_parquet
+from mixopt.io import atomic_write, atomic_write_json, atomic_write_parquet, read_input_json
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 LOG_NAME = "train_log.parquet"
@@ -114,12 +114,7 @@ def load_train_config(path: str | Path) -> TrainSettings:
 def read_mixture(path: str | Path) -> tuple[list[str], np.ndarray, dict]:
     """(domains, weights, payload) of a recommendation.json (keys `domains`, `weights`)."""
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"mixture: cannot read {path}: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"mixture: {path} is not valid JSON: {exc}") from None
+    payload = read_input_json(path, "mixture")
     if not isinstance(payload, dict) or "domains" not in payload or "weights" not in payload:
         raise InputError(f"mixture: {path} needs keys `domains` and `weights` (a recommendation.json)")
     domains, weights = payload["domains"], payload["weights"]
@@ -282,12 +277,13 @@ def run_space(settings: TrainSettings, domains: Sequence[str], train_tokens: dic
 
 
 def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: str | None = None,
-                seed: int | None = None, space=None):
+                seed: int | None = None, space=None, jacobian=None):
     """The online mixer of a run: `method` (default settings.online.method) over the run's steps,
     from `prior`; with an end phase, a Schedule whose last phase holds the upweighted prior.
 
     `space` (run_space's MixtureSpace): the mixers stay inside its bounds and repetition caps;
-    a prior outside them is brought inside (multiplicatively, as the mixers move)."""
+    a prior outside them is brought inside (multiplicatively, as the mixers move).
+    `jacobian` ((K, K) in `domains` order, `mixopt jacobian`'s): auto's option `jacobian`."""
     from mixopt import online
     from mixopt.online.base import project
 
@@ -298,6 +294,10 @@ def build_mixer(settings: TrainSettings, domains: Sequence[str], prior, method: 
     if method not in online.METHODS:
         raise InputError(f"online must be one of {list(online.METHODS)}, got {method!r}")
     options = online.training_options(method, settings.online.options.get(method, {}))
+    if jacobian is not None:
+        if method != "auto":
+            raise InputError(f"jacobian: only the auto mixer uses a Jacobian, not {method}")
+        options["jacobian"] = jacobian
     seed = settings.seed if seed is None else seed
     steps = settings.steps
     if method in ("static", "stratified") and "round_steps" not in options:

@@ -41,7 +41,7 @@ def test_every_command_and_group_has_help(capsys):
     names = {p[-1] for p in paths if p}
     assert {"recommend", "sample", "run", "fit", "propose", "export", "report", "data", "prepare"} <= names
     if importlib.util.find_spec("mixopt.train_cli") is not None:
-        assert {"train", "validate"} <= names
+        assert {"train", "jacobian", "validate"} <= names
     for path in paths:
         assert main([*path, "--help"]) == 0, path
         out = capsys.readouterr().out

@@ -44,7 +44,8 @@ Methods (METHODS):
   (each domain's own loss curve, corrected for transfer by short antithetic tilts), no probe
   steps, starting at the prior and staying there until the first tilt pair is in. Option
   `jacobian` (K, K): the proxies' per-domain Jacobian d L_j / d p_i at the prior, the transfer
-  structure that one run's tilts cannot estimate at K >= 8 (simulate.proxy_jacobian makes one).
+  structure that one run's tilts cannot estimate at K >= 8 (mixopt.online.jacobian.estimate_jacobian
+  from a study's proxies, `mixopt jacobian` for a finished study; simulate.proxy_jacobian exactly).
 
 Real training runs (`mixopt train`, mixopt.training, pipeline.online_mixer) take
 `training_options(method, options)`: TRAINING_OPTIONS under the caller's own. The defaults of
@@ -69,6 +70,7 @@ from mixopt.online.auto import AutoMixer
 from mixopt.online.base import OnlineMixer, read_state
 from mixopt.online.baselines import StaticMixer, StratifiedMixer
 from mixopt.online.doremi import DoReMiMixer
+from mixopt.online.jacobian import estimate_jacobian
 from mixopt.online.schedule import Phase, Schedule, upweight
 
 _REGISTRY = {cls.method: cls for cls in (AioliMixer, AutoMixer, DoReMiMixer, StaticMixer, StratifiedMixer)}
@@ -81,7 +83,7 @@ def training_options(method: str, options: Mapping | None = None) -> dict:
     return {**TRAINING_OPTIONS.get(method, {}), **(options or {})}
 
 
-__all__ = ["create", "load", "training_options", "TRAINING_OPTIONS", "METHODS", "OnlineMixer", "Schedule",
+__all__ = ["create", "load", "training_options", "estimate_jacobian", "TRAINING_OPTIONS", "METHODS", "OnlineMixer", "Schedule",
            "Phase", "upweight", "AioliMixer", "AutoMixer", "DoReMiMixer", "StaticMixer", "StratifiedMixer"]
 
 

@@ -96,10 +96,13 @@ class AutoMixer(OnlineMixer):
     0.62-0.66 of the gap on average against 0.49-0.50 without, 0.49 against 0.19 at K = 40
     (benchmarks/online_sim.py, `auto+J`; docs/benchmarks.md). A poor J does harm (entries off
     by their column's mean size: at or below stratified on 14 of 180 cases, against 1).
-    Estimated from 512 simulated noisy proxies (as many as RegMix trains) it closes 0.58-0.60;
-    from 64 it is worse than none (0.46), and `jacobian_weight` 0.5, which shrinks it towards
-    the own-data model, brings that back to 0.51. A diagonal J (no transfer) gives the own-data
-    model.
+    Estimated from simulated noisy proxies by mixopt.online.jacobian.estimate_jacobian (a fit over
+    the simplex shrunk towards the own-data model as far as the proxies' noise asks; `mixopt
+    jacobian` for a real study) it closes 0.61 from 64 proxies and 0.63 from 512 (a plain
+    least-squares fit: 0.46 from 64, worse than none). On the real 1M-token CPU run a Jacobian
+    from the demo study's 42 proxies made `auto` worse (docs/benchmarks.md), so nothing passes
+    one by default. `jacobian_weight` < 1 mixes the own-data model back in. A diagonal J (no
+    transfer) gives the own-data model.
     """
 
     method = "auto"

@@ -40,6 +40,7 @@ from scipy.optimize import minimize
 
 from mixopt.errors import InputError
 from mixopt.online.base import project
+from mixopt.online.jacobian import estimate_jacobian
 
 FAMILIES = ("powerlaw", "saturating", "repetition", "interference", "forgetting", "targeted")
 
@@ -184,11 +185,12 @@ def proxy_jacobian(sim: Simulator, p, shrink: int = 10, relative_step: float = 1
 
 def study_jacobian(sim: Simulator, p, runs: int = 512, shrink: int = 10, repeats: int = 3,
                    seed: int = 0) -> np.ndarray:
-    """proxy_jacobian as a proxy study would estimate it, with the model's eval noise on every
-    proxy's final losses: `runs` proxies `shrink` times shorter on Dirichlet(1) mixtures give the
-    part along the simplex (a ridge fit L_j = sum_i b_ij p_i), and `repeats` proxies on p at that
-    length and at half of it give each domain's rate along the length, p . J[:, j] (the
-    difference of their mean losses over log 2), which sets each column's free constant."""
+    """proxy_jacobian as a proxy study estimates it (mixopt.online.jacobian.estimate_jacobian),
+    with the model's eval noise on every proxy's final losses: `runs` proxies `shrink` times
+    shorter on Dirichlet(1) mixtures give the part along the simplex, shrunk towards the own-data
+    model as far as their noise asks, and `repeats` proxies on p at that length and at half of it
+    give each domain's rate along the length, p . J[:, j] (the difference of their mean losses
+    over log 2)."""
     model = sim.model
     K = sim.K
     p = np.asarray(p, dtype=np.float64)
@@ -201,10 +203,10 @@ def study_jacobian(sim: Simulator, p, runs: int = 512, shrink: int = 10, repeats
         return static_losses(m, rows) + sigma * rng.standard_normal((len(rows), K))
 
     X = rng.dirichlet(np.ones(K), size=runs)
-    b = np.linalg.solve(X.T @ X + 1e-3 * runs * np.eye(K), X.T @ observed(proxy, X))     # b[i, j]
+    losses = observed(proxy, X)
     at_p = np.repeat(p[None, :], repeats, axis=0)
     along = (observed(proxy, at_p).mean(axis=0) - observed(half, at_p).mean(axis=0)) / np.log(2.0)
-    return b + (along - p @ b)[None, :]
+    return estimate_jacobian(X, losses, p, along)
 
 
 def true_gains(sim: Simulator, relative_step: float = 1e-3) -> np.ndarray:
