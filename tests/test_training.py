@@ -237,6 +237,14 @@ def test_train_command_rejects_bad_input(corpus_dir, tmp_path):
     bad.write_text(json.dumps({"domains": ["code"], "weights": [1.0, 2.0]}))
     result = CliRunner().invoke(app, ["--config", str(config), "--mixture", str(bad), "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, InputError)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"domains": DOMAINS, "weights": [0.5, 0.3, 0.2]}))
+    jacobian = tmp_path / "jacobian.json"
+    jacobian.write_text(json.dumps({"format": "mixopt-jacobian/1", "domains": DOMAINS, "jacobian": (-np.eye(3)).tolist()}))
+    result = CliRunner().invoke(app, ["--config", str(config), "--mixture", str(good), "--online", "static",
+                                      "--jacobian", str(jacobian), "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, InputError) and "only the auto mixer" in str(result.exception)
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------ Ray: one mixer, two workers
