@@ -91,8 +91,9 @@ def jacobian_command(
     How each domain's loss moves with every domain's share comes from the study's proxies,
     shrunk towards "each domain learns only from its own data" as far as their noise asks; each
     domain's rate along the proxies' length from REPEATS proxies on the recommendation at the
-    study's length and at half of it. `auto` uses it to see what one domain's data teaches the
-    others, which one large run cannot measure.
+    study's length and at half of it (reused by a second call on the same study, which only
+    refits). `auto` uses it to see what one domain's data teaches the others, which one large run
+    cannot measure.
     """
     from mixopt.transfer import study_jacobian
 

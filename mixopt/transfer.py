@@ -72,15 +72,21 @@ def study_jacobian(mixture_path: str | Path, out: str | Path | None = None, repe
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"mixture: {mixture_path}: proxy recipe: {exc}") from None
     started = time.time()
-    seeds = list(range(repeats))
-    rows = np.repeat(weights[None, :], repeats, axis=0)
-    losses = {}
-    for name, spec in (("full", full), ("half", half)):
-        log(f"jacobian: {repeats} proxies on the recommendation at {spec.tokens:,} tokens")
-        results = train_proxies(corpus, domains, rows, seeds, spec, threads=threads, packed=True)
-        if any(r["status"] != "ok" for r in results):
-            raise InputError(f"jacobian: a proxy at {spec.tokens:,} tokens diverged; the rate along the length is unknown")
-        losses[name] = np.array([[r["loss"][d] for d in domains] for r in results])
+    target = Path(out) if out is not None else mixture_path.parent / "jacobian.json"
+    key = {"domains": domains, "weights": weights.tolist(), "recipe": recipe, "corpus": corpus, "repeats": repeats}
+    losses = _finished_losses(target, key)
+    if losses is not None:
+        log(f"jacobian: the proxies on the recommendation are in {target} already; refitting the study's runs")
+    else:
+        seeds = list(range(repeats))
+        rows = np.repeat(weights[None, :], repeats, axis=0)
+        losses = {}
+        for name, spec in (("full", full), ("half", half)):
+            log(f"jacobian: {repeats} proxies on the recommendation at {spec.tokens:,} tokens")
+            results = train_proxies(corpus, domains, rows, seeds, spec, threads=threads, packed=True)
+            if any(r["status"] != "ok" for r in results):
+                raise InputError(f"jacobian: a proxy at {spec.tokens:,} tokens diverged; the rate along the length is unknown")
+            losses[name] = np.array([[r["loss"][d] for d in domains] for r in results])
     along = (losses["full"].mean(axis=0) - losses["half"].mean(axis=0)) / math.log(full.tokens / half.tokens)
     J = estimate_jacobian(X, Y, weights, along)
     result = {
@@ -88,12 +94,27 @@ def study_jacobian(mixture_path: str | Path, out: str | Path | None = None, repe
         "along": along.tolist(), "proxies": len(X), "repeats": repeats,
         "tokens": {"full": full.tokens, "half": half.tokens},
         "losses": {name: value.tolist() for name, value in losses.items()},
-        "mixture": str(mixture_path), "seconds": time.time() - started,
+        "key": key, "mixture": str(mixture_path), "seconds": time.time() - started,
     }
-    target = Path(out) if out is not None else mixture_path.parent / "jacobian.json"
     atomic_write_json(target, json_ready(result))
     result["path"] = str(target)
     return result
+
+
+def _finished_losses(target: Path, key: dict) -> dict | None:
+    """The length proxies' losses of an earlier run of the same study, recommendation, recipe and
+    repeats (what `target` holds), so that a second call only refits; None if there are none."""
+    import json
+
+    try:
+        saved = json.loads(target.read_text(encoding="utf-8"))
+        if saved.get("format") != FORMAT or saved.get("key") != json.loads(json.dumps(json_ready(key))):
+            return None
+        losses = {name: np.asarray(saved["losses"][name], dtype=np.float64) for name in ("full", "half")}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    shape = (key["repeats"], len(key["domains"]))
+    return losses if all(v.shape == shape and np.all(np.isfinite(v)) for v in losses.values()) else None
 
 
 def read_jacobian(path: str | Path, domains: Sequence[str]) -> np.ndarray:

@@ -372,6 +372,12 @@ def test_jacobian_of_a_study_reaches_auto_in_the_run_domains_order(corpus_dir, t
     (tmp_path / "other.json").write_text(json.dumps({"domains": DOMAINS, "jacobian": J.tolist()}))
     with pytest.raises(InputError, match="not a `mixopt jacobian` file"):
         read_jacobian(tmp_path / "other.json", DOMAINS)
+    logged = []
+    again = study_jacobian(mixture, threads=1, log=logged.append)
+    assert any("already" in line for line in logged) and not any("proxies on the recommendation at" in line for line in logged)
+    assert again["losses"] == result["losses"] and again["jacobian"] == result["jacobian"]
+    fresh = study_jacobian(mixture, threads=1, repeats=1, log=logged.append)
+    assert any("proxies on the recommendation at" in line for line in logged) and len(fresh["losses"]["full"]) == 1
 
 
 def test_jacobian_needs_a_study_with_enough_finished_runs(corpus_dir, tmp_path):
