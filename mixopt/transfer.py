@@ -26,20 +26,15 @@ FORMAT = "mixopt-jacobian/1"
 
 
 def study_runs(study_dir: Path, domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(mixtures, per-domain losses) of the study's finished proxies (runs.parquet, status ok)."""
-    import polars as pl
+    """(mixtures, per-domain losses) of the study's finished proxies (RunStore.finished)."""
+    from mixopt.store import RunStore, loss_columns, weight_columns
 
     path = study_dir / "runs.parquet"
     if not path.exists():
         raise InputError(f"mixture: no runs.parquet next to it in {study_dir} (the study's proxies)")
-    frame = pl.read_parquet(path)
-    columns = [f"w_{d}" for d in domains] + [f"loss_{d}" for d in domains]
-    missing = [c for c in columns + ["status"] if c not in frame.columns]
-    if missing:
-        raise InputError(f"{path}: missing columns {missing}")
-    frame = frame.filter(pl.col("status") == "ok").drop_nulls(columns)
-    X = frame.select([f"w_{d}" for d in domains]).to_numpy().astype(np.float64)
-    Y = frame.select([f"loss_{d}" for d in domains]).to_numpy().astype(np.float64)
+    finished = RunStore(path, domains).finished().drop_nulls(weight_columns(domains) + loss_columns(domains))
+    X = finished.select(weight_columns(domains)).to_numpy().astype(np.float64)
+    Y = finished.select(loss_columns(domains)).to_numpy().astype(np.float64)
     keep = X.sum(axis=1) > 0
     return X[keep] / X[keep].sum(axis=1, keepdims=True), Y[keep]
 
@@ -108,7 +103,7 @@ def _finished_losses(target: Path, key: dict) -> dict | None:
 
     try:
         saved = json.loads(target.read_text(encoding="utf-8"))
-        if saved.get("format") != FORMAT or saved.get("key") != json.loads(json.dumps(json_ready(key))):
+        if saved.get("format") != FORMAT or saved.get("key") != key:
             return None
         losses = {name: np.asarray(saved["losses"][name], dtype=np.float64) for name in ("full", "half")}
     except (OSError, ValueError, TypeError, KeyError, AttributeError):

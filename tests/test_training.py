@@ -331,13 +331,15 @@ def test_validate_ranks_mixtures_at_two_scales_and_reuses_finished_work(corpus_d
 # ------------------------------------------------------------------ mixopt jacobian
 def _study_dir(corpus_dir, tmp_path, proxies=8):
     """A finished study's files: recommendation.json (a tiny proxy recipe) and runs.parquet."""
+    from mixopt.store import RunStore
+
     rng = np.random.default_rng(0)
     X = rng.dirichlet(np.ones(3), size=proxies)
     losses = 3.0 - X @ np.array([[0.6, 0.2, 0.0], [0.0, 0.5, 0.1], [0.1, 0.0, 0.7]]) + 0.01 * rng.standard_normal((proxies, 3))
-    frame = pl.DataFrame({"run_id": [f"r{i}" for i in range(proxies)], "status": ["ok"] * (proxies - 1) + ["diverged"],
-                          **{f"w_{d}": X[:, i] for i, d in enumerate(DOMAINS)},
-                          **{f"loss_{d}": losses[:, i] for i, d in enumerate(DOMAINS)}})
-    frame.write_parquet(tmp_path / "runs.parquet")
+    RunStore(tmp_path / "runs.parquet", DOMAINS).append([
+        {"run_id": f"r{i}", "status": "ok" if i < proxies - 1 else "diverged",
+         **{f"w_{d}": float(X[i, j]) for j, d in enumerate(DOMAINS)},
+         **{f"loss_{d}": float(losses[i, j]) for j, d in enumerate(DOMAINS)}} for i in range(proxies)])
     recipe = {"preset": TINY, "tokens": 16 * 4 * 32, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "eval_tokens": 256,
               "device": "cpu"}
     mixture = tmp_path / "recommendation.json"
