@@ -78,12 +78,14 @@ def check_vector(name: str, values, length: int, *, nonnegative: bool = False,
 
 
 def check_weights(name: str, values, length: int) -> np.ndarray:
-    """Non-negative weights with a positive sum, normalised to sum to one."""
+    """Non-negative weights with a positive sum, normalised to sum to one. Weights that already sum
+    to one within rounding are kept as they are: dividing by a sum of 1 - 1e-16 again would move
+    them in the last bit, and a mixer rebuilt from its saved prior must get the same prior back."""
     array = check_vector(name, values, length, nonnegative=True)
     total = array.sum()
     if not total > 0:
         raise InputError(f"{name} must have a positive sum")
-    return array / total
+    return array if abs(total - 1.0) <= 1e-12 else array / total
 
 
 def check_domains(domains) -> list[str]:
