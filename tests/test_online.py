@@ -16,6 +16,7 @@ from mixopt.online import METHODS, Phase, Schedule, create, load, upweight
 from mixopt.online import simulate as S
 from mixopt.online.base import project
 from mixopt.online.jacobian import estimate_jacobian
+from mixopt.online.auto import CONTROL_WITH_JACOBIAN
 
 
 def finish(mixer, sim, trajectory: list, stop_after: int | None = None) -> list:
@@ -121,10 +122,18 @@ def _variant(variant, sim):
     return variant, _options(variant, sim)
 
 
+# a prior given as counts: normalised once it sums to 1 - 1e-16, so normalising it again would move it
+# in the last bit, and a mixer rebuilt from its saved state must still get the very same prior back
+_COUNTS = np.array([12.0, 59.0, 97.0])
+_PRIOR = _COUNTS / _COUNTS.sum()
+
+
 @pytest.mark.parametrize("variant", [*METHODS, "auto+jacobian"])
 def test_resume_from_saved_state_continues_identically(variant, tmp_path):
+    assert not np.array_equal(_PRIOR / _PRIOR.sum(), _PRIOR)          # the case the test is about
     sim = _sim(K=3, steps=2400, seed=2)
     method, options = _variant(variant, sim)
+    options = {"prior": _COUNTS, **options}
     reference = _drive(create(method, 3, 2400, seed=5, **options), sim, noise_seed=9)
     rng = np.random.default_rng(0)
     for _ in range(3):
@@ -266,6 +275,8 @@ def test_aioli_restricted_setting_trains_the_prior_first():
     (lambda: create("auto", 3, 100, objective=[1, 1]), "objective"),
     (lambda: create("auto", 3, 100, learning_rate=1.0), "learning_rate"),
     (lambda: create("auto", 3, 100, eta=-1), "eta"),
+    (lambda: create("auto", 3, 100, guard=-1), "guard"),
+    (lambda: create("auto", 3, 100, max_tilt="wide"), "max_tilt"),
     (lambda: create("aioli", 2, 5000, one_hot_factor=0.5), "one_hot_factor"),
     (lambda: create("aioli", 3, 5000, update_steps=40), "update_steps"),
     (lambda: create("aioli", 10, 100), "steps"),
@@ -472,6 +483,33 @@ def test_auto_drops_loss_spikes():
     assert np.mean(closed["screened"]) / gap > np.mean(closed["raw"]) / gap + 0.03
 
 
+def _victim(T, noise, hurt=0.4):
+    """Three domains; domains 1 and 2's data raises domain 0's loss (transfer -hurt), so that cutting
+    domain 0 lets them push its transfer-weighted exposure to 0, where its loss sits at its ceiling."""
+    K = 3
+    transfer = np.eye(K)
+    transfer[1:, 0] = -hurt
+    return S.LossModel(name="victim", steps=T, E=np.full(K, 2.0), B=np.array([0.5, 1.0, 1.0]), alpha=np.full(K, 0.5),
+                       scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
+                       epoch_steps=np.full(K, np.inf), noise=np.full(K, noise))
+
+
+def test_auto_does_not_cut_a_domain_whose_loss_climbs():
+    """Domain 0's loss falls slowly (the others' data hurts it), so the own-data model cuts it; its
+    loss then climbs, which reads as "its own data hurts it", and without the guard it is cut until its
+    loss reaches its ceiling. With the guard (the default) a climbing domain keeps its share: no run
+    ends at the ceiling, and on average the runs end below stratified."""
+    K, T = 3, 5000
+    sim = S.Simulator(_victim(T, 0.003))
+    stratified = S.static_objective(sim, np.full(K, 1 / K))
+    ceiling = sim.model.E[0] + sim.model.B[0]
+    guarded = [S.run(create("auto", K, T, seed=seed), sim, seed=seed) for seed in range(3)]
+    unguarded = [S.run(create("auto", K, T, seed=seed, guard=0), sim, seed=seed) for seed in range(3)]
+    assert any(run.losses[0] > ceiling - 1e-6 for run in unguarded)          # the cliff is there
+    assert all(run.losses[0] < ceiling - 0.2 for run in guarded)
+    assert np.mean([run.objective for run in guarded]) < stratified
+
+
 def _teacher(T, noise):
     """Three domains; domain 0's data lowers every domain's loss (transfer 0.8), the others' only their own."""
     K = 3
@@ -518,7 +556,8 @@ def test_proxy_jacobian_holds_the_transfer_and_each_domains_rate():
 ])
 def test_auto_with_a_jacobian_that_says_no_transfer_is_the_own_data_model(jacobian, weight):
     sim = _sim(K=4, steps=3000, seed=1)
-    plain = S.run(create("auto", 4, 3000, seed=0), sim, seed=0, record=True)
+    # the same control (with a Jacobian auto moves less by default): only the transfer model differs
+    plain = S.run(create("auto", 4, 3000, seed=0, **CONTROL_WITH_JACOBIAN), sim, seed=0, record=True)
     given = S.run(create("auto", 4, 3000, seed=0, jacobian=jacobian, jacobian_weight=weight), sim, seed=0,
                   record=True)
     assert len(given.trajectory) == len(plain.trajectory)

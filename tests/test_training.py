@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 
 import numpy as np
@@ -196,11 +197,13 @@ def test_online_mixers_keep_the_repetition_caps_and_bounds_of_the_run(corpus_dir
 
 
 def test_training_runs_give_auto_the_gentle_tilts_unless_the_config_sets_them(corpus_dir):
-    """Real training takes online.TRAINING_OPTIONS (auto: perturb 0.3) under the config's own options;
-    create() alone keeps the simulator default (perturb 1)."""
-    assert online.create("auto", 3, 100).options["perturb"] == 1.0
+    """Real training takes online.TRAINING_OPTIONS (auto: perturb 0.3, the narrower control) under the
+    config's own options; create() alone keeps the simulator defaults (perturb 1, a factor of 4)."""
+    simulator = online.create("auto", 3, 100).options
+    assert simulator["perturb"] == 1.0 and simulator["max_tilt"] == pytest.approx(math.log(4.0))
     plain = build_mixer(_settings(corpus_dir, online={"options": {"auto": {"rounds": 6}}}), DOMAINS, None)
     assert plain.options["perturb"] == 0.3 and plain.options["rounds"] == 6
+    assert plain.options["max_tilt"] == pytest.approx(math.log(3.0)) and plain.options["leak"] == 0.05
     set_here = _settings(corpus_dir, online={"options": {"auto": {"perturb": 0.8}}})
     assert build_mixer(set_here, DOMAINS, None).options["perturb"] == 0.8
     scheduled = _settings(corpus_dir, online={"end_phase": {"fraction": 0.25, "upweight": {"legal": 2.0}}})

@@ -19,6 +19,10 @@ _TINY = 1e-12
 RHO_MAX = 3.0              # relative gains beyond this are estimation noise, not information
 CLEAN_KEEP = 12            # recent clean evaluations kept (rate fits and interpolation)
 RATE_DEGREE = 2            # the local rate fit: a quadratic in log step
+# the control's leak towards the prior and its tilt cap (log of the factor either way), without and with a
+# Jacobian: with the proxies' transfer the estimate is surer, and larger moves reach the simulators' cliffs
+CONTROL = {"leak": 0.03, "max_tilt": float(np.log(4.0))}
+CONTROL_WITH_JACOBIAN = {"leak": 0.05, "max_tilt": float(np.log(3.0))}
 USABLE_RATE = 0.2          # a Jacobian column shares out a rate only if p . J[:, j] < -this * p . |J[:, j]|
 
 
@@ -52,7 +56,8 @@ class AutoMixer(OnlineMixer):
       perturb 1 alone (eta 0) ended 0.03-0.065 nats above the static mixture on each of three seeds,
       and `auto` with them 0.021 above stratified on average over five seeds; with perturb 0.3
       (x1.35) `auto` ended 0.007 below stratified, within the seeds' noise of static, and real
-      training runs use that (online.TRAINING_OPTIONS; docs/benchmarks.md). At the middle, each
+      training runs use that (online.TRAINING_OPTIONS, which also keeps the narrower control of
+      CONTROL_WITH_JACOBIAN; docs/benchmarks.md). At the middle, each
       domain's loss minus its interpolation from the clean evaluations around it (cubic in log step
       through two on each side) measures its own-data effect, -(r_i + R eps_i) D_i / p_i plus
       transfer: one observation of eps_i per pair and domain (ridge over all pairs, variance from
@@ -72,14 +77,24 @@ class AutoMixer(OnlineMixer):
 
     Control. theta = log p; after every clean evaluation theta += clip(eta * rho, +-max_step) -
     leak * (theta - theta_prior), where rho = (G - p.G) / sum_j w_j |r_j| is each domain's gain
-    relative to the current mixture's; theta stays within +-max_tilt of the prior's logits (a
-    factor of 3 either way by default) and is projected onto the bounds. The integral action
-    drives the marginal gains to equality -- the greedy allocation, which for losses that depend
-    on cumulative exposure ends at the best constant mixture and makes up for rounds spent
-    elsewhere; the small leak keeps noise from walking the mixture away from the prior. Pairs net
-    out, so where losses depend on cumulative exposure exploring costs nothing to first order (real
-    training: see `perturb` above); none starts before two clean evaluations exist or in the last
-    `taper` share of the run.
+    relative to the current mixture's; theta stays within +-max_tilt of the prior's logits and is
+    projected onto the bounds. The integral action drives the marginal gains to equality -- the
+    greedy allocation, which for losses that depend on cumulative exposure ends at the best
+    constant mixture and makes up for rounds spent elsewhere; the small leak keeps noise from
+    walking the mixture away from the prior. `leak` and `max_tilt` default to CONTROL (0.03, a
+    factor of 4 either way), or with a `jacobian` to CONTROL_WITH_JACOBIAN (0.05, a factor of 3):
+    with its direction right about 0.4 of the way (cosine of the mean mixture's move with the
+    best static mixture's, K = 20), `auto` alone moved too little within a factor 3 (a quarter of
+    the way), while with the proxies' transfer the wider cap reached the simulators' cliffs
+    (docs/benchmarks.md). Pairs net out, so where losses depend on cumulative exposure exploring
+    costs nothing to first order (real training: see `perturb` above); none starts before two
+    clean evaluations exist or in the last `taper` share of the run.
+    The guard (`guard` = g noise sds, 0: off): a domain whose newest clean loss is more than g
+    noise sds above its lowest keeps at least its current share (the others make room). A loss
+    that climbs while its domain trains reads, in the own-data model, as "its own data hurts it";
+    where other domains' data hurts it instead (negative transfer) cutting it lets them push its
+    loss up faster still, to its ceiling (repetition beyond the caps, the one case where its own
+    data does hurt, is what max_weights bounds).
 
     `sensitivity` ((K,) gradient of the static surrogate's predicted objective with respect to the
     proportions at the prior, or its (K, K) per-domain Jacobian) adds a prior tilt down that
@@ -108,9 +123,9 @@ class AutoMixer(OnlineMixer):
     method = "auto"
     defaults = {
         "rounds": 100, "round_steps": None, "perturb": 1.0, "eta": 0.3, "forget": 0.8, "window": 10,
-        "own_rate_scale": 0.3, "own_scale": 0.15, "transfer_scale": 0.3, "leak": 0.05, "max_step": 0.5,
-        "outlier": 4.0,
-        "max_tilt": float(np.log(3.0)), "taper": 0.15, "sensitivity": None, "jacobian": None,
+        "own_rate_scale": 0.3, "own_scale": 0.15, "transfer_scale": 0.3, "leak": None, "max_step": 0.5,
+        "outlier": 4.0, "guard": 4.0,
+        "max_tilt": None, "taper": 0.15, "sensitivity": None, "jacobian": None,
         "jacobian_weight": 1.0,
     }
 
@@ -128,10 +143,9 @@ class AutoMixer(OnlineMixer):
         o["own_rate_scale"] = check_float("own_rate_scale", o["own_rate_scale"], 0.0, low_open=True)
         o["own_scale"] = check_float("own_scale", o["own_scale"], 0.0, low_open=True)
         o["transfer_scale"] = check_float("transfer_scale", o["transfer_scale"], 0.0, low_open=True)
-        o["leak"] = check_float("leak", o["leak"], 0.0, 1.0)
         o["outlier"] = check_float("outlier", o["outlier"], 0.0)
+        o["guard"] = check_float("guard", o["guard"], 0.0)
         o["max_step"] = check_float("max_step", o["max_step"], 0.0)
-        o["max_tilt"] = check_float("max_tilt", o["max_tilt"], 0.0)
         o["taper"] = check_float("taper", o["taper"], 0.0, 1.0)
         K = self.K
         self.sensitivity_rho = np.zeros(K)
@@ -143,6 +157,11 @@ class AutoMixer(OnlineMixer):
         if o["jacobian"] is not None:
             self.jacobian = self._check_jacobian(o["jacobian"])
             o["jacobian"] = self.jacobian
+        control = CONTROL_WITH_JACOBIAN if self.jacobian is not None else CONTROL
+        for name in ("leak", "max_tilt"):
+            o[name] = control[name] if o[name] is None else o[name]
+        o["leak"] = check_float("leak", o["leak"], 0.0, 1.0)
+        o["max_tilt"] = check_float("max_tilt", o["max_tilt"], 0.0)
         self.theta_prior = np.log(np.maximum(self.prior, _TINY))
         self.theta = self.theta_prior.copy()
         self.mixture = self.project(np.exp(self.theta))
@@ -158,6 +177,7 @@ class AutoMixer(OnlineMixer):
         self.gain_q = np.zeros(K + 1)
         self.pairs = 0
         self.spikes = 0                          # clean evaluations dropped as loss spikes
+        self.lowest = np.full(K, np.nan)         # each domain's lowest clean loss so far (the guard)
         self.own_rate = np.zeros(K)              # diagnostics: eps, k, delta, relative gains, rates
         self.own_share = 1.0
         self.transfer = np.zeros(K)
@@ -250,6 +270,7 @@ class AutoMixer(OnlineMixer):
         self.phase = 0
         self.tilt = np.zeros(self.K)
         self.cleans = (self.cleans + [[t, losses.copy()]])[-CLEAN_KEEP:]
+        self.lowest = np.fmin(self.lowest, losses)
         self._update_noise()
         while self.middles and self._use_middle(self.middles[0]):
             self.middles.pop(0)
@@ -408,12 +429,37 @@ class AutoMixer(OnlineMixer):
         self.rho = np.clip(rho, -RHO_MAX, RHO_MAX)
         step = np.clip(o["eta"] * self.rho, -o["max_step"], o["max_step"]) - o["leak"] * (self.theta - self.theta_prior)
         theta = np.clip(self.theta + step, self.theta_prior - o["max_tilt"], self.theta_prior + o["max_tilt"])
-        self.mixture = self.project(np.exp(theta - theta.max()))
+        self.mixture = self._hold_climbing(self.mixture, self.project(np.exp(theta - theta.max())))
         self.theta = np.log(np.maximum(self.mixture, _TINY))
+
+    def _hold_climbing(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """`new`, except that no climbing domain (see _climbing) gets less than its share in `old`;
+        the others make room in proportion to their shares."""
+        climbing = self._climbing()
+        if not climbing.any() or climbing.all():
+            return new
+        held = np.where(climbing, np.maximum(new, old), new)
+        room = 1.0 - held[climbing].sum()
+        free = new[~climbing].sum()
+        if room <= 0 or free <= 0:
+            return new
+        held[~climbing] *= room / free
+        return self.project(held)
+
+    def _climbing(self) -> np.ndarray:
+        """The guard: domains whose newest clean loss is more than `guard` noise sds above their lowest
+        (0: off). Their loss climbs while they train, which the own-data model reads as "its own data
+        hurts it"; where other domains' data hurts them (negative transfer) that reading is wrong, and
+        cutting them further lets the others push their loss up faster still (a cliff)."""
+        g = self.options["guard"]
+        if g == 0 or not self.cleans:
+            return np.zeros(self.K, dtype=bool)
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(self.cleans[-1][1] - self.lowest - g * np.sqrt(self.noise), nan=-1.0) > 0
 
     # ------------------------------------------------------------------ state
     _ARRAYS = ("theta", "tilt", "noise", "own_P", "own_q", "gain_P", "gain_q", "own_rate", "transfer", "rho",
-               "rate")
+               "rate", "lowest")
 
     def _get_state(self) -> dict:
         state = {name: to_json(getattr(self, name)) for name in self._ARRAYS}
