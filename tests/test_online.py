@@ -16,7 +16,7 @@ from mixopt.online import METHODS, Phase, Schedule, create, load, upweight
 from mixopt.online import simulate as S
 from mixopt.online.base import project
 from mixopt.online.jacobian import estimate_jacobian
-from mixopt.online.auto import CONTROL_WITH_JACOBIAN
+from mixopt.online.auto import NARROW_CONTROL
 
 
 def finish(mixer, sim, trajectory: list, stop_after: int | None = None) -> list:
@@ -557,7 +557,7 @@ def test_proxy_jacobian_holds_the_transfer_and_each_domains_rate():
 def test_auto_with_a_jacobian_that_says_no_transfer_is_the_own_data_model(jacobian, weight):
     sim = _sim(K=4, steps=3000, seed=1)
     # the same control (with a Jacobian auto moves less by default): only the transfer model differs
-    plain = S.run(create("auto", 4, 3000, seed=0, **CONTROL_WITH_JACOBIAN), sim, seed=0, record=True)
+    plain = S.run(create("auto", 4, 3000, seed=0, **NARROW_CONTROL), sim, seed=0, record=True)
     given = S.run(create("auto", 4, 3000, seed=0, jacobian=jacobian, jacobian_weight=weight), sim, seed=0,
                   record=True)
     assert len(given.trajectory) == len(plain.trajectory)

@@ -19,10 +19,11 @@ _TINY = 1e-12
 RHO_MAX = 3.0              # relative gains beyond this are estimation noise, not information
 CLEAN_KEEP = 12            # recent clean evaluations kept (rate fits and interpolation)
 RATE_DEGREE = 2            # the local rate fit: a quadratic in log step
-# the control's leak towards the prior and its tilt cap (log of the factor either way), without and with a
-# Jacobian: with the proxies' transfer the estimate is surer, and larger moves reach the simulators' cliffs
+# the control's leak towards the prior and its tilt cap (log of the factor either way): the default, and the
+# narrower one kept with a Jacobian (larger moves on the proxies' transfer reach the simulators' cliffs) and
+# in real training (online.TRAINING_OPTIONS: real runs do not reward moving further from the recommendation)
 CONTROL = {"leak": 0.03, "max_tilt": float(np.log(4.0))}
-CONTROL_WITH_JACOBIAN = {"leak": 0.05, "max_tilt": float(np.log(3.0))}
+NARROW_CONTROL = {"leak": 0.05, "max_tilt": float(np.log(3.0))}
 USABLE_RATE = 0.2          # a Jacobian column shares out a rate only if p . J[:, j] < -this * p . |J[:, j]|
 
 
@@ -56,8 +57,8 @@ class AutoMixer(OnlineMixer):
       perturb 1 alone (eta 0) ended 0.03-0.065 nats above the static mixture on each of three seeds,
       and `auto` with them 0.021 above stratified on average over five seeds; with perturb 0.3
       (x1.35) `auto` ended 0.007 below stratified, within the seeds' noise of static, and real
-      training runs use that (online.TRAINING_OPTIONS, which also keeps the narrower control of
-      CONTROL_WITH_JACOBIAN; docs/benchmarks.md). At the middle, each
+      training runs use that (online.TRAINING_OPTIONS, which also keeps NARROW_CONTROL;
+      docs/benchmarks.md). At the middle, each
       domain's loss minus its interpolation from the clean evaluations around it (cubic in log step
       through two on each side) measures its own-data effect, -(r_i + R eps_i) D_i / p_i plus
       transfer: one observation of eps_i per pair and domain (ridge over all pairs, variance from
@@ -82,7 +83,7 @@ class AutoMixer(OnlineMixer):
     greedy allocation, which for losses that depend on cumulative exposure ends at the best
     constant mixture and makes up for rounds spent elsewhere; the small leak keeps noise from
     walking the mixture away from the prior. `leak` and `max_tilt` default to CONTROL (0.03, a
-    factor of 4 either way), or with a `jacobian` to CONTROL_WITH_JACOBIAN (0.05, a factor of 3):
+    factor of 4 either way), or with a `jacobian` to NARROW_CONTROL (0.05, a factor of 3):
     with its direction right about 0.4 of the way (cosine of the mean mixture's move with the
     best static mixture's, K = 20), `auto` alone moved too little within a factor 3 (a quarter of
     the way), while with the proxies' transfer the wider cap reached the simulators' cliffs
@@ -157,7 +158,7 @@ class AutoMixer(OnlineMixer):
         if o["jacobian"] is not None:
             self.jacobian = self._check_jacobian(o["jacobian"])
             o["jacobian"] = self.jacobian
-        control = CONTROL_WITH_JACOBIAN if self.jacobian is not None else CONTROL
+        control = NARROW_CONTROL if self.jacobian is not None else CONTROL
         for name in ("leak", "max_tilt"):
             o[name] = control[name] if o[name] is None else o[name]
         o["leak"] = check_float("leak", o["leak"], 0.0, 1.0)
