@@ -63,6 +63,20 @@ def read_input_json(path: str | os.PathLike, label: str) -> Any:
         raise InputError(f"{label}: {path} is not valid JSON: {exc}") from None
 
 
+def read_reusable_json(path: str | os.PathLike, key: Any) -> dict | None:
+    """The JSON object an earlier run wrote to `path` for the same `key` (its "key" entry, compared
+    after a JSON round trip of `key`), so that the work behind it need not be done again; None when
+    there is no such file, it cannot be read or parsed (the work is redone and the file rewritten),
+    or it was written for another key."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != json.loads(json.dumps(key)):
+        return None
+    return saved
+
+
 def json_ready(value: Any) -> Any:
     """A copy of value with NaN and infinities replaced by None (strict JSON has neither)."""
     if isinstance(value, float):

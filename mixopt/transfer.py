@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mixopt.errors import InputError
-from mixopt.io import atomic_write_json, json_ready, read_input_json
+from mixopt.io import atomic_write_json, json_ready, read_input_json, read_reusable_json
 
 FORMAT = "mixopt-jacobian/1"
 
@@ -99,14 +99,12 @@ def study_jacobian(mixture_path: str | Path, out: str | Path | None = None, repe
 def _finished_losses(target: Path, key: dict) -> dict | None:
     """The length proxies' losses of an earlier run of the same study, recommendation, recipe and
     repeats (what `target` holds), so that a second call only refits; None if there are none."""
-    import json
-
+    saved = read_reusable_json(target, key)
+    if saved is None or saved.get("format") != FORMAT:
+        return None
     try:
-        saved = json.loads(target.read_text(encoding="utf-8"))
-        if saved.get("format") != FORMAT or saved.get("key") != key:
-            return None
         losses = {name: np.asarray(saved["losses"][name], dtype=np.float64) for name in ("full", "half")}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError):
         return None
     shape = (key["repeats"], len(key["domains"]))
     return losses if all(v.shape == shape and np.all(np.isfinite(v)) for v in losses.values()) else None

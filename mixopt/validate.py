@@ -19,7 +19,6 @@ A finished scale is not trained again when the command is run again with the sam
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from pydantic import Field
 
 from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, InputError
-from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready
+from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready, read_reusable_json
 from mixopt.report import spearman
 from mixopt.training import read_mixture
 
@@ -132,12 +131,11 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
         cached = out / f"scale_{scale}.json"
         spec = _spec(getattr(settings, scale))
         key = {"spec": dataclasses.asdict(spec), "names": names, "mixtures": mixtures.tolist(), "domains": domains}
-        if cached.exists():
-            saved = json.loads(cached.read_text(encoding="utf-8"))
-            if saved.get("key") == key:
-                log(f"{scale}: finished already ({out / cached.name})")
-                scales[scale] = saved
-                continue
+        saved = read_reusable_json(cached, key)
+        if saved is not None:
+            log(f"{scale}: finished already ({out / cached.name})")
+            scales[scale] = saved
+            continue
         params = load_preset(spec.preset, corpus.vocab_size).num_params()
         log(f"{scale}: training {len(names)} models of {params / 1e6:.2f}M parameters on {spec.tokens:,} tokens each "
             f"({spec.steps} steps), packed, {settings.threads} threads")

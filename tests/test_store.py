@@ -3,6 +3,7 @@ import polars as pl
 import pytest
 
 from mixopt.errors import StoreError
+from mixopt.io import atomic_write_json, json_ready, read_reusable_json
 from mixopt.store import RunStore, run_key
 
 
@@ -52,3 +53,16 @@ def test_run_key_depends_on_mixture_seed_and_recipe():
     w = np.array([0.25, 0.75])
     assert run_key(w, 0, "r") == run_key(w.copy(), 0, "r")
     assert len({run_key(w, 0, "r"), run_key(w, 1, "r"), run_key(w, 0, "s"), run_key(w[::-1], 0, "r")}) == 4
+
+
+def test_a_reusable_result_is_read_back_only_for_its_own_key(tmp_path):
+    path = tmp_path / "scale.json"
+    key = {"spec": {"tokens": 1024, "shape": (2, 3)}, "domains": ["a", "b"]}
+    assert read_reusable_json(path, key) is None                                    # nothing yet
+    atomic_write_json(path, json_ready({"key": key, "losses": [1.5, 2.5]}))
+    assert read_reusable_json(path, key)["losses"] == [1.5, 2.5]                    # tuples read back as lists
+    assert read_reusable_json(path, {**key, "domains": ["a", "c"]}) is None         # another run's
+    path.write_text('{"key": {"spec"', encoding="utf-8")
+    assert read_reusable_json(path, key) is None                                    # damaged: redo the work
+    path.write_text("[1, 2]", encoding="utf-8")
+    assert read_reusable_json(path, key) is None

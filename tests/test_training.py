@@ -329,6 +329,11 @@ def test_validate_ranks_mixtures_at_two_scales_and_reuses_finished_work(corpus_d
     again = run_validate(settings, mixture, tmp_path / "v", log=logged.append)
     assert sum("finished already" in line for line in logged) == 2
     assert again["table"] == table
+    (tmp_path / "v" / "scale_proxy.json").write_text('{"key": ', encoding="utf-8")   # a damaged cache
+    logged.clear()
+    redone = run_validate(settings, mixture, tmp_path / "v", log=logged.append)
+    assert [line.split(":")[0] for line in logged if "finished already" in line] == ["large"]
+    assert redone["table"] == table
 
 
 # ------------------------------------------------------------------ mixopt jacobian
