@@ -19,11 +19,13 @@ _TINY = 1e-12
 RHO_MAX = 3.0              # relative gains beyond this are estimation noise, not information
 CLEAN_KEEP = 12            # recent clean evaluations kept (rate fits and interpolation)
 RATE_DEGREE = 2            # the local rate fit: a quadratic in log step
-# the control's leak towards the prior and its tilt cap (log of the factor either way): the default, and the
-# narrower one kept with a Jacobian (larger moves on the proxies' transfer reach the simulators' cliffs) and
-# in real training (online.TRAINING_OPTIONS: real runs do not reward moving further from the recommendation)
-CONTROL = {"leak": 0.03, "max_tilt": float(np.log(4.0))}
-NARROW_CONTROL = {"leak": 0.05, "max_tilt": float(np.log(3.0))}
+# the control: leak towards the prior, tilt cap (log of the factor either way) and guard (see _climbing). The
+# default moves further and guards against the cliffs that come with that; the narrower one, without the
+# guard, is kept with a Jacobian (larger moves on the proxies' transfer reach the simulators' cliffs, and
+# without repetition caps the guard holds over-repeated domains) and in real training (online.TRAINING_OPTIONS:
+# real runs do not reward moving further from the recommendation)
+CONTROL = {"leak": 0.03, "max_tilt": float(np.log(4.0)), "guard": 4.0}
+NARROW_CONTROL = {"leak": 0.05, "max_tilt": float(np.log(3.0)), "guard": 0.0}
 USABLE_RATE = 0.2          # a Jacobian column shares out a rate only if p . J[:, j] < -this * p . |J[:, j]|
 
 
@@ -82,20 +84,23 @@ class AutoMixer(OnlineMixer):
     projected onto the bounds. The integral action drives the marginal gains to equality -- the
     greedy allocation, which for losses that depend on cumulative exposure ends at the best
     constant mixture and makes up for rounds spent elsewhere; the small leak keeps noise from
-    walking the mixture away from the prior. `leak` and `max_tilt` default to CONTROL (0.03, a
-    factor of 4 either way), or with a `jacobian` to NARROW_CONTROL (0.05, a factor of 3):
+    walking the mixture away from the prior. `leak`, `max_tilt` and `guard` default to CONTROL
+    (0.03, a factor of 4 either way, guard 4), or with a `jacobian` to NARROW_CONTROL (0.05, a
+    factor of 3, no guard):
     with its direction right about 0.4 of the way (cosine of the mean mixture's move with the
     best static mixture's, K = 20), `auto` alone moved too little within a factor 3 (a quarter of
     the way), while with the proxies' transfer the wider cap reached the simulators' cliffs
     (docs/benchmarks.md). Pairs net out, so where losses depend on cumulative exposure exploring
     costs nothing to first order (real training: see `perturb` above); none starts before two
     clean evaluations exist or in the last `taper` share of the run.
-    The guard (`guard` = g noise sds, 0: off): a domain whose newest clean loss is more than g
-    noise sds above its lowest keeps at least its current share (the others make room). A loss
-    that climbs while its domain trains reads, in the own-data model, as "its own data hurts it";
-    where other domains' data hurts it instead (negative transfer) cutting it lets them push its
-    loss up faster still, to its ceiling (repetition beyond the caps, the one case where its own
-    data does hurt, is what max_weights bounds).
+    The guard (`guard` = g noise sds, 0: off): a domain at or below its prior share whose newest
+    clean loss is more than g noise sds above its lowest keeps at least its current share (the
+    others make room). A loss that climbs while its domain trains reads, in the own-data model, as
+    "its own data hurts it"; where other domains' data hurts it instead (negative transfer) cutting
+    it lets them push its loss up faster still, to its ceiling. Repetition, the case where its own
+    data does hurt, is what max_weights bounds; without such caps the guard can hold an
+    over-repeated domain (docs/benchmarks.md: on the simulators without caps it costs `auto+J`,
+    hence no guard with a Jacobian).
 
     `sensitivity` ((K,) gradient of the static surrogate's predicted objective with respect to the
     proportions at the prior, or its (K, K) per-domain Jacobian) adds a prior tilt down that
@@ -125,7 +130,7 @@ class AutoMixer(OnlineMixer):
     defaults = {
         "rounds": 100, "round_steps": None, "perturb": 1.0, "eta": 0.3, "forget": 0.8, "window": 10,
         "own_rate_scale": 0.3, "own_scale": 0.15, "transfer_scale": 0.3, "leak": None, "max_step": 0.5,
-        "outlier": 4.0, "guard": 4.0,
+        "outlier": 4.0, "guard": None,
         "max_tilt": None, "taper": 0.15, "sensitivity": None, "jacobian": None,
         "jacobian_weight": 1.0,
     }
@@ -145,7 +150,6 @@ class AutoMixer(OnlineMixer):
         o["own_scale"] = check_float("own_scale", o["own_scale"], 0.0, low_open=True)
         o["transfer_scale"] = check_float("transfer_scale", o["transfer_scale"], 0.0, low_open=True)
         o["outlier"] = check_float("outlier", o["outlier"], 0.0)
-        o["guard"] = check_float("guard", o["guard"], 0.0)
         o["max_step"] = check_float("max_step", o["max_step"], 0.0)
         o["taper"] = check_float("taper", o["taper"], 0.0, 1.0)
         K = self.K
@@ -159,10 +163,11 @@ class AutoMixer(OnlineMixer):
             self.jacobian = self._check_jacobian(o["jacobian"])
             o["jacobian"] = self.jacobian
         control = NARROW_CONTROL if self.jacobian is not None else CONTROL
-        for name in ("leak", "max_tilt"):
+        for name in control:
             o[name] = control[name] if o[name] is None else o[name]
         o["leak"] = check_float("leak", o["leak"], 0.0, 1.0)
         o["max_tilt"] = check_float("max_tilt", o["max_tilt"], 0.0)
+        o["guard"] = check_float("guard", o["guard"], 0.0)
         self.theta_prior = np.log(np.maximum(self.prior, _TINY))
         self.theta = self.theta_prior.copy()
         self.mixture = self.project(np.exp(self.theta))
@@ -448,15 +453,17 @@ class AutoMixer(OnlineMixer):
         return self.project(held)
 
     def _climbing(self) -> np.ndarray:
-        """The guard: domains whose newest clean loss is more than `guard` noise sds above their lowest
-        (0: off). Their loss climbs while they train, which the own-data model reads as "its own data
-        hurts it"; where other domains' data hurts them (negative transfer) that reading is wrong, and
-        cutting them further lets the others push their loss up faster still (a cliff)."""
+        """The guard: domains at or below their prior share whose newest clean loss is more than
+        `guard` noise sds above their lowest (0: off). Their loss climbs while they train, which the
+        own-data model reads as "its own data hurts it"; where other domains' data hurts them
+        (negative transfer) that reading is wrong, and cutting them further lets the others push
+        their loss up faster still (a cliff). A domain above its prior may be over-repeated instead."""
         g = self.options["guard"]
         if g == 0 or not self.cleans:
             return np.zeros(self.K, dtype=bool)
         with np.errstate(invalid="ignore"):
-            return np.nan_to_num(self.cleans[-1][1] - self.lowest - g * np.sqrt(self.noise), nan=-1.0) > 0
+            climbing = np.nan_to_num(self.cleans[-1][1] - self.lowest - g * np.sqrt(self.noise), nan=-1.0) > 0
+        return climbing & (self.mixture <= self.prior * (1 + 1e-9))
 
     # ------------------------------------------------------------------ state
     _ARRAYS = ("theta", "tilt", "noise", "own_P", "own_q", "gain_P", "gain_q", "own_rate", "transfer", "rho",
