@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from mixopt.errors import InputError, StoreError
 from mixopt.online import METHODS, Phase, Schedule, create, load, upweight
 from mixopt.online import simulate as S
+from mixopt.online.auto import NARROW_CONTROL
 from mixopt.online.base import project
 from mixopt.online.jacobian import estimate_jacobian
-from mixopt.online.auto import NARROW_CONTROL
 
 
 def finish(mixer, sim, trajectory: list, stop_after: int | None = None) -> list:
@@ -483,15 +483,20 @@ def test_auto_drops_loss_spikes():
     assert np.mean(closed["screened"]) / gap > np.mean(closed["raw"]) / gap + 0.03
 
 
+def _three_domains(name, T, noise, transfer, B=(1.0, 1.0, 1.0)):
+    """A power-law LossModel of three domains with the given transfer matrix (A[i, j]: domain i's data for j)."""
+    K = 3
+    return S.LossModel(name=name, steps=T, E=np.full(K, 2.0), B=np.asarray(B, dtype=np.float64), alpha=np.full(K, 0.5),
+                       scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
+                       epoch_steps=np.full(K, np.inf), noise=np.full(K, noise))
+
+
 def _victim(T, noise, hurt=0.4):
     """Three domains; domains 1 and 2's data raises domain 0's loss (transfer -hurt), so that cutting
     domain 0 lets them push its transfer-weighted exposure to 0, where its loss sits at its ceiling."""
-    K = 3
-    transfer = np.eye(K)
+    transfer = np.eye(3)
     transfer[1:, 0] = -hurt
-    return S.LossModel(name="victim", steps=T, E=np.full(K, 2.0), B=np.array([0.5, 1.0, 1.0]), alpha=np.full(K, 0.5),
-                       scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
-                       epoch_steps=np.full(K, np.inf), noise=np.full(K, noise))
+    return _three_domains("victim", T, noise, transfer, B=(0.5, 1.0, 1.0))
 
 
 def test_auto_does_not_cut_a_domain_whose_loss_climbs():
@@ -512,12 +517,9 @@ def test_auto_does_not_cut_a_domain_whose_loss_climbs():
 
 def _teacher(T, noise):
     """Three domains; domain 0's data lowers every domain's loss (transfer 0.8), the others' only their own."""
-    K = 3
-    transfer = np.eye(K)
+    transfer = np.eye(3)
     transfer[0, 1:] = 0.8
-    return S.LossModel(name="teacher", steps=T, E=np.full(K, 2.0), B=np.ones(K), alpha=np.full(K, 0.5),
-                       scale=np.full(K, 0.01 * T), exponential=np.zeros(K, dtype=bool), transfer=transfer,
-                       epoch_steps=np.full(K, np.inf), noise=np.full(K, noise))
+    return _three_domains("teacher", T, noise, transfer)
 
 
 def test_auto_learns_that_a_domain_teaches_the_others():
