@@ -68,7 +68,7 @@ class OnlineSettings(Section):
     method: str = "auto"
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per-method options for mixopt.online.create, e.g. {auto: {rounds: 40}}, over
-    mixopt.online.TRAINING_OPTIONS (auto: perturb 0.3, leak 0.05, a factor of 3 either way)."""
+    mixopt.online.TRAINING_OPTIONS (auto: perturb 0.3 and NARROW_CONTROL: leak 0.05, a factor of 3, no guard)."""
     end_phase: EndPhase | None = None
     max_epochs: float | None = Field(default=None, gt=0)
     """How many times the run may read each domain's training tokens: the online mixers stay
