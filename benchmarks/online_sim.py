@@ -9,6 +9,8 @@
     python benchmarks/online_sim.py --jacobian-noise 0.3  # auto+J with a noisy proxy Jacobian
     python benchmarks/online_sim.py --jacobian-study 512  # auto+J's Jacobian from 512 noisy proxies
     python benchmarks/online_sim.py --sizes 40:40000:0.01 --draws 3 --seed 100  # other K, steps, noise
+    python benchmarks/online_sim.py --transfer dense --draws 3  # every family with dense transfer
+    python benchmarks/online_sim.py --proxy-blend 0.5  # auto+proxy from half proxy, half uniform
 
 Every case is a random dynamic loss model from mixopt.online.simulate (per-domain losses falling
 with cumulative, diminishing-returns exposure through a transfer matrix; repetition penalties,
@@ -16,7 +18,8 @@ negative transfer, forgetting, weighted objectives; noisy evaluations). Losses r
 final noise-free objective; each method's is the mean over `--reps` runs (fresh mixer seed and
 eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_best_static).
 Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
-10x shorter proxy run (`proxy`), auto started from that recommendation (`auto+proxy`), and auto
+10x shorter proxy run (`proxy`), auto started from that recommendation (`auto+proxy`; `--proxy-blend w`: from (1 - w) uniform + w
+times it, a hedge against a proxy whose optimum is not the large run's), and auto
 started from uniform with that proxy's per-domain Jacobian at uniform (`auto+J`: option
 `jacobian`, the transfer structure a proxy study's smooth surrogate gives; exact, or estimated
 from N simulated proxies with `--jacobian-study N`, or with `--jacobian-noise s` each entry off by
@@ -46,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mixopt import online  # noqa: E402
 from mixopt.online import simulate as S  # noqa: E402
 from mixopt.online.auto import AutoMixer  # noqa: E402
+from mixopt.online.base import project  # noqa: E402
 
 
 class OracleAuto(AutoMixer):
@@ -90,6 +94,12 @@ def proxy_recommendation(sim: S.Simulator, caps=None) -> np.ndarray:
     """The best static mixture of a run 10x shorter (within `caps`): what a proxy study would recommend."""
     proxy = S.Simulator(S.proxy_model(sim.model))
     return S.best_static(proxy, upper=caps)[0]
+
+
+def blended_prior(recommendation: np.ndarray, weight: float, caps=None) -> np.ndarray:
+    """(1 - weight) * uniform + weight * recommendation, within `caps`: where auto+proxy starts."""
+    K = len(recommendation)
+    return project((1.0 - weight) / K + weight * recommendation, None, caps)
 
 
 def noisy_proxy_jacobian(sim: S.Simulator, noise: float = 0.0, seed: int = 0, study: int = 0) -> np.ndarray:
@@ -160,6 +170,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=parse_sizes, default=None, metavar="K:STEPS:NOISE[,...]",
                         help="run the six families at these sizes instead of the suite's "
                              "3:5000:0.003,8:10000:0.01,20:20000:0.02 (settings outside the suite)")
+    parser.add_argument("--transfer", choices=S.TRANSFER_KINDS, default=None,
+                        help="give every family this kind of cross-domain transfer instead of its own "
+                             "(dense: every domain teaches every other)")
+    parser.add_argument("--proxy-blend", type=float, default=1.0, metavar="W",
+                        help="auto+proxy starts from (1 - W) uniform + W times the proxy's recommendation "
+                             "(1: the recommendation itself)")
     parser.add_argument("--no-caps", action="store_true",
                         help="give the mixers no repetition caps (max_weights) from the domains' sizes")
     parser.add_argument("--draws", type=int, default=1,
@@ -174,17 +190,23 @@ def main() -> None:
         parser.error(f"--jacobian-study must be >= 0 (0: exact), got {args.jacobian_study}")
     if not 0 <= args.jacobian_weight <= 1:
         parser.error(f"--jacobian-weight must be in [0, 1], got {args.jacobian_weight:g}")
+    if not 0 <= args.proxy_blend <= 1:
+        parser.error(f"--proxy-blend must be in [0, 1], got {args.proxy_blend:g}")
     reps = args.reps or (2 if args.quick else 3)
     started = time.time()
     cases = [case for draw in range(args.draws)
-             for case in S.suite(quick=args.quick, seed=args.seed + draw, settings=args.sizes)]
+             for case in S.suite(quick=args.quick, seed=args.seed + draw, settings=args.sizes,
+                                 transfer=args.transfer)]
     header = (f"{'case':40s} {'L_strat':>8s} {'L_best':>8s} {'aioli':>8s} {'auto':>8s} {'aioli_gc':>8s} "
               f"{'auto_gc':>8s} {'doremi':>8s} {'proxy':>8s} {'auto+px':>8s} {'auto+J':>8s} {'autoJ_gc':>8s}"
               + (f" {'oracle_gc':>9s}" if args.oracle else ""))
     print(f"online sim: {len(cases)} cases, {reps} runs per method; losses = final objective (lower is better); "
           f"mixers {'without' if args.no_caps else 'with'} repetition caps"
           + (f"; loss spikes in {args.spikes:.0%} of the evaluations" if args.spikes > 0 else "")
-          + (f"; evaluation noise x{args.noise_scale:g}" if args.noise_scale != 1.0 else ""))
+          + (f"; evaluation noise x{args.noise_scale:g}" if args.noise_scale != 1.0 else "")
+          + (f"; every family with {args.transfer} transfer" if args.transfer else "")
+          + (f"; auto+proxy from {args.proxy_blend:g} x the proxy's recommendation + "
+             f"{1 - args.proxy_blend:g} x uniform" if args.proxy_blend != 1.0 else ""))
     print(header)
     rows = []
     for case in cases:
@@ -202,7 +224,8 @@ def main() -> None:
         doremi = mean_run("doremi", sim, reps, reference_losses=ref, reference_steps=at, **bounds)
         proxy_p = proxy_recommendation(sim, bounds.get("max_weights"))
         proxy = S.static_objective(sim, proxy_p)
-        auto_proxy = mean_run("auto", sim, reps, prior=proxy_p, **bounds, **args.auto)
+        start = blended_prior(proxy_p, args.proxy_blend, bounds.get("max_weights"))
+        auto_proxy = mean_run("auto", sim, reps, prior=start, **bounds, **args.auto)
         jacobian = noisy_proxy_jacobian(sim, args.jacobian_noise, seed=len(rows), study=args.jacobian_study)
         auto_j = mean_run("auto", sim, reps, jacobian=jacobian, jacobian_weight=args.jacobian_weight,
                           **bounds, **args.auto)
@@ -227,8 +250,15 @@ def main() -> None:
     aioli_wins = sum(r["aioli"] < r["strat"] for r in rows)
     auto_wins = sum(r["auto"] < r["strat"] for r in rows)
     closed = np.array([r["auto_gc"] for r in rows])
+    gap = np.array([r["strat"] - r["best"] for r in rows])
+    closed_proxy = np.array([r["strat"] - r["proxy"] for r in rows]) / gap
+    closed_auto_proxy = np.array([r["strat"] - r["auto_proxy"] for r in rows]) / gap
     print(f"auto+proxy beats the proxy's static recommendation on "
-          f"{sum(r['auto_proxy'] < r['proxy'] for r in rows)}/{n}; elapsed {time.time() - started:.0f} s")
+          f"{sum(r['auto_proxy'] < r['proxy'] for r in rows)}/{n}; gap closed (min / mean / below 30% / at or "
+          f"below stratified): proxy {closed_proxy.min():.2f} / {closed_proxy.mean():.2f} / "
+          f"{int((closed_proxy < 0.3).sum())} / {int((closed_proxy <= 0).sum())}, auto+proxy "
+          f"{closed_auto_proxy.min():.2f} / {closed_auto_proxy.mean():.2f} / {int((closed_auto_proxy < 0.3).sum())} / "
+          f"{int((closed_auto_proxy <= 0).sum())}; elapsed {time.time() - started:.0f} s")
     oracle = ""
     if args.oracle:
         ideal = np.array([r["oracle_gc"] for r in rows])

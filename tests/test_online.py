@@ -358,6 +358,22 @@ def test_simulator_true_gains_are_the_objectives_fall_per_step_of_each_domain():
     assert gains.max() > 1.5 * gains.min() > 0          # the domains differ: a constant would not pass
 
 
+def test_simulator_transfer_kind_replaces_only_the_familys_transfer():
+    own = S.make_model("targeted", 6, 3000, seed=2)
+    dense = S.make_model("targeted", 6, 3000, seed=2, transfer="dense")
+    for name in ("E", "B", "alpha", "scale", "weights"):
+        np.testing.assert_array_equal(getattr(own, name), getattr(dense, name), err_msg=name)
+    off = ~np.eye(6, dtype=bool)
+    assert np.all(np.diag(dense.transfer) == 1.0)
+    assert np.all((dense.transfer[off] >= 0.1) & (dense.transfer[off] <= 0.6))
+    assert (own.transfer[off] < 0.1).any()                 # the family's own (low-rank) transfer is not dense
+    cases = S.suite(quick=True, transfer="dense")
+    assert all(case.name.endswith("/dense") for case in cases)
+    assert all(np.all(case.simulator().model.transfer[~np.eye(case.K, dtype=bool)] >= 0.1) for case in cases)
+    with pytest.raises(InputError, match="transfer must be one of"):
+        S.make_model("powerlaw", 3, 1000, transfer="everything")
+
+
 def test_simulator_noise_scale_scales_the_observation_errors():
     model = _sim(K=3, steps=1000, noise=0.01).model
     errors = {}

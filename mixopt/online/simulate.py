@@ -11,6 +11,8 @@ p adds n * p to e (and relaxes m towards p * h). The per-domain losses are
     L_j  = E_j + B_j (1 + z_j / s_j)^(-alpha_j)   (power law), or E_j + B_j exp(-z_j / s_j)
            + c_j max(0, e_j / N_j - 4)^2            (over-repetition raises a small domain's loss)
 
+with A drawn by kind: sparse, block (groups), lowrank (a few general teachers), negative
+(interference) or dense (every domain teaches every other; TRANSFER_KINDS, `make_model(transfer=...)`),
 and an observation adds noise sigma_j (sqrt(1 - rho) eps_j + sqrt(rho) eps_common) and, with
 probability spike_rate, a loss spike of spike_size on every domain (`with_spikes`). The
 objective is the objective-weighted mean of the final noise-free losses.
@@ -43,6 +45,7 @@ from mixopt.online.base import project
 from mixopt.online.jacobian import estimate_jacobian
 
 FAMILIES = ("powerlaw", "saturating", "repetition", "interference", "forgetting", "targeted")
+TRANSFER_KINDS = ("sparse", "lowrank", "block", "negative", "dense")
 
 
 @dataclass(frozen=True)
@@ -328,6 +331,9 @@ def _transfer(rng, K: int, kind: str) -> np.ndarray:
         same = groups[:, None] == groups[None, :]
         A[off & same] = rng.uniform(0.3, 0.8, size=(K, K))[off & same]
         A[off & ~same] = rng.uniform(0.0, 0.1, size=(K, K))[off & ~same]
+    elif kind == "dense":
+        # every domain teaches every other (related text): the best mixture leans on a few teachers
+        A = np.eye(K) + rng.uniform(0.1, 0.6, size=(K, K)) * off
     elif kind == "negative":
         mask = rng.random((K, K)) < 0.4
         values = rng.uniform(-0.3, 0.5, size=(K, K))
@@ -337,11 +343,15 @@ def _transfer(rng, K: int, kind: str) -> np.ndarray:
     return A
 
 
-def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.01) -> LossModel:
+def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.01,
+               transfer: str | None = None) -> LossModel:
     """A random LossModel of one family. Families: powerlaw, saturating, repetition,
-    interference, forgetting, targeted (see FAMILIES)."""
+    interference, forgetting, targeted (see FAMILIES). `transfer` (one of TRANSFER_KINDS) replaces
+    the family's own kind of cross-domain transfer (sparse, block, sparse, negative, sparse, lowrank)."""
     if family not in FAMILIES:
         raise InputError(f"family must be one of {FAMILIES}, got {family!r}")
+    if transfer is not None and transfer not in TRANSFER_KINDS:
+        raise InputError(f"transfer must be one of {TRANSFER_KINDS}, got {transfer!r}")
     rng = np.random.default_rng([seed, K, steps, FAMILIES.index(family)])
     E = rng.uniform(1.5, 3.5, size=K)
     B = np.exp(rng.uniform(np.log(0.4), np.log(3.0), size=K))
@@ -352,6 +362,7 @@ def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.
     overfit = forget = halflife = weights = None
     transfer_kind = {"powerlaw": "sparse", "saturating": "block", "repetition": "sparse",
                      "interference": "negative", "forgetting": "sparse", "targeted": "lowrank"}[family]
+    transfer_kind = transfer or transfer_kind
     if family == "saturating":
         exponential = rng.random(K) < 0.5
         scale = np.where(exponential, steps * 10 ** rng.uniform(-2.5, -0.8, size=K), scale)
@@ -370,7 +381,8 @@ def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.
         weights[targets] += 0.7 / len(targets)
         weights /= weights.sum()
     model = LossModel(
-        name=f"{family}-K{K}-T{steps}-s{seed}", steps=int(steps), E=E, B=B, alpha=alpha, scale=scale,
+        name=f"{family}-K{K}-T{steps}-s{seed}" + (f"-{transfer}" if transfer else ""), steps=int(steps),
+        E=E, B=B, alpha=alpha, scale=scale,
         exponential=exponential, transfer=_transfer(rng, K, transfer_kind), epoch_steps=epoch_steps,
         overfit=overfit, forget=forget, halflife=halflife,
         noise=None if noise <= 0 else np.full(K, float(noise)) * rng.uniform(0.5, 1.5, size=K),
@@ -379,8 +391,9 @@ def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.
     return model
 
 
-def make_simulator(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.01) -> Simulator:
-    return Simulator(make_model(family, K, steps, seed, noise))
+def make_simulator(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.01,
+                   transfer: str | None = None) -> Simulator:
+    return Simulator(make_model(family, K, steps, seed, noise, transfer))
 
 
 @dataclass(frozen=True)
@@ -390,13 +403,15 @@ class Case:
     steps: int
     noise: float
     seed: int
+    transfer: str | None = None        # None: the family's own kind of transfer
 
     @property
     def name(self) -> str:
-        return f"{self.family}/K{self.K}/T{self.steps}/noise{self.noise:g}/s{self.seed}"
+        return (f"{self.family}/K{self.K}/T{self.steps}/noise{self.noise:g}/s{self.seed}"
+                + (f"/{self.transfer}" if self.transfer else ""))
 
     def simulator(self) -> Simulator:
-        return make_simulator(self.family, self.K, self.steps, self.seed, self.noise)
+        return make_simulator(self.family, self.K, self.steps, self.seed, self.noise, self.transfer)
 
 
 _BEST: dict = {}
@@ -420,19 +435,21 @@ def relative_gap(sim: Simulator, best: float) -> float:
 SUITE_SETTINGS = ((3, 5000, 0.003), (8, 10000, 0.01), (20, 20000, 0.02))   # (K, steps, eval noise)
 
 
-def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01, settings=None) -> list[Case]:
+def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01, settings=None,
+          transfer: str | None = None) -> list[Case]:
     """The benchmark cases: every family at K = 3, 8 and 20 (T = 5k, 10k, 20k steps; eval noise
     0.003, 0.01, 0.02; or the (K, steps, noise) `settings` given), or one setting per family with
-    `quick`. Only cases where the mixture matters: a draw whose best static mixture removes less
-    than `min_gap` of the loss still reducible at the uniform mixture is redrawn (next seed; at
-    most 20 tries), since there the gap that "gap closed" divides by is noise."""
+    `quick`; `transfer` gives every family that kind of transfer instead of its own. Only cases
+    where the mixture matters: a draw whose best static mixture removes less than `min_gap` of
+    the loss still reducible at the uniform mixture is redrawn (next seed; at most 20 tries),
+    since there the gap that "gap closed" divides by is noise."""
     settings = list(SUITE_SETTINGS if settings is None else settings)
     cases = []
     for index, family in enumerate(FAMILIES):
         chosen = [settings[index % 3]] if quick else settings
         for K, steps, noise in chosen:
             for attempt in range(20):
-                case = Case(family, K, steps, noise, seed + attempt)
+                case = Case(family, K, steps, noise, seed + attempt, transfer)
                 if relative_gap(case.simulator(), best_static_cached(case)[1]) >= min_gap:
                     break
             cases.append(case)
