@@ -18,10 +18,10 @@ negative transfer, forgetting, weighted objectives; noisy evaluations). Losses r
 final noise-free objective; each method's is the mean over `--reps` runs (fresh mixer seed and
 eval-noise stream per run). gap closed = (L_strat - L_method) / (L_strat - L_best_static).
 Extra columns: doremi (reference = a stratified run's losses), the static recommendation of a
-10x shorter proxy run (`proxy`), auto started from that recommendation (`auto+proxy`; `--proxy-blend w`: from (1 - w) uniform + w
-times it, a hedge against a proxy whose optimum is not the large run's), and auto
-started from uniform with that proxy's per-domain Jacobian at uniform (`auto+J`: option
-`jacobian`, the transfer structure a proxy study's smooth surrogate gives; exact, or estimated
+10x shorter proxy run (`proxy`), auto started from that recommendation (`auto+proxy`;
+`--proxy-blend w`: from (1 - w) uniform + w times it, a hedge against a proxy whose optimum is not
+the large run's), and auto started from uniform with that proxy's per-domain Jacobian at uniform
+(`auto+J`: option `jacobian`, the transfer structure a proxy study's smooth surrogate gives; exact, or estimated
 from N simulated proxies with `--jacobian-study N`, or with `--jacobian-noise s` each entry off by
 s times its column's mean absolute value, at random).
 `--oracle` adds `auto`'s control law fed the simulator's true gradient instead of its estimate
@@ -250,9 +250,9 @@ def main() -> None:
     aioli_wins = sum(r["aioli"] < r["strat"] for r in rows)
     auto_wins = sum(r["auto"] < r["strat"] for r in rows)
     closed = np.array([r["auto_gc"] for r in rows])
-    gap = np.array([r["strat"] - r["best"] for r in rows])
-    closed_proxy = np.array([r["strat"] - r["proxy"] for r in rows]) / gap
-    closed_auto_proxy = np.array([r["strat"] - r["auto_proxy"] for r in rows]) / gap
+    gaps = np.array([r["strat"] - r["best"] for r in rows])
+    closed_proxy = np.array([r["strat"] - r["proxy"] for r in rows]) / gaps
+    closed_auto_proxy = np.array([r["strat"] - r["auto_proxy"] for r in rows]) / gaps
     print(f"auto+proxy beats the proxy's static recommendation on "
           f"{sum(r['auto_proxy'] < r['proxy'] for r in rows)}/{n}; gap closed (min / mean / below 30% / at or "
           f"below stratified): proxy {closed_proxy.min():.2f} / {closed_proxy.mean():.2f} / "

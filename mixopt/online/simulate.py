@@ -360,9 +360,8 @@ def make_model(family: str, K: int, steps: int, seed: int = 0, noise: float = 0.
     exponential = np.zeros(K, dtype=bool)
     epoch_steps = np.full(K, np.inf)
     overfit = forget = halflife = weights = None
-    transfer_kind = {"powerlaw": "sparse", "saturating": "block", "repetition": "sparse",
-                     "interference": "negative", "forgetting": "sparse", "targeted": "lowrank"}[family]
-    transfer_kind = transfer or transfer_kind
+    transfer_kind = transfer or {"powerlaw": "sparse", "saturating": "block", "repetition": "sparse",
+                                 "interference": "negative", "forgetting": "sparse", "targeted": "lowrank"}[family]
     if family == "saturating":
         exponential = rng.random(K) < 0.5
         scale = np.where(exponential, steps * 10 ** rng.uniform(-2.5, -0.8, size=K), scale)
