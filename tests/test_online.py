@@ -195,6 +195,27 @@ def test_aioli_defaults_are_the_full_slimpajama_recipe():
     assert o["update_steps"] == int(np.ceil(2 * 10 * 20 / 0.7))
 
 
+@pytest.mark.parametrize("K, steps, prior", [(10, 200, None), (10, 100, None), (8, 300, "given")])
+def test_aioli_fits_the_longest_probes_that_leave_room_in_a_short_run(K, steps, prior):
+    prior = None if prior is None else np.full(K, 1.0 / K)
+    mixer = create("aioli", K, steps, prior=prior, seed=0)
+    o = mixer.options
+    assert 1 <= o["lp_steps"] < 10
+    def room(lp):
+        duration = o["lp_rounds"] * lp * K
+        update = max(steps // 200, int(np.ceil(duration / 0.7)))
+        first = update if prior is not None else 0
+        return duration < update and steps - first > duration
+    assert room(o["lp_steps"]) and not room(o["lp_steps"] + 1)
+    probe_steps = 0
+    while not mixer.done:
+        probing, n = mixer.probing, mixer.next_steps
+        mixer.ask()
+        probe_steps += n if probing else 0
+        mixer.tell(np.linspace(3.0, 2.0, K) - 1e-3 * mixer.step)
+    assert probe_steps >= o["lp_rounds"] * o["lp_steps"] * K       # at least one full sweep was run
+
+
 def test_aioli_round_schedule_matches_the_arxiv_stackexchange_recipe():
     # the README / scripts/arxiv_stackexchange recipe: 2 groups, 5000 steps, 250 per round,
     # 4 sweeps x 4 steps per group = 32 probe steps per round (12.8%), one-hot factor 0.625
@@ -279,7 +300,8 @@ def test_aioli_restricted_setting_trains_the_prior_first():
     (lambda: create("auto", 3, 100, max_tilt="wide"), "max_tilt"),
     (lambda: create("aioli", 2, 5000, one_hot_factor=0.5), "one_hot_factor"),
     (lambda: create("aioli", 3, 5000, update_steps=40), "update_steps"),
-    (lambda: create("aioli", 10, 100), "steps"),
+    (lambda: create("aioli", 10, 100, lp_steps=10), "steps"),
+    (lambda: create("aioli", 10, 20), "steps"),
     (lambda: create("doremi", 3, 100), "reference_losses"),
     (lambda: create("auto", 3, 100, sensitivity=[1.0, 2.0]), "sensitivity"),
     (lambda: create("auto", 3, 100, jacobian=np.ones((3, 2))), "jacobian"),

@@ -30,7 +30,9 @@ Defaults are the paper's main recipe, full SlimPajama (7 domains, scripts/full/a
 lp_rounds=2, lp_steps=10, eta=1, ema=0.1, one_hot_factor=0.75, normalised A, and update_steps=200
 of 40000 steps, so that the probes take 70% of every round (2 x 10 x 7 = 140 of 200). For K
 domains and T steps the default round is max(T // 200, ceil(lp_rounds * lp_steps * K / 0.7)):
-the same 70% probing share, and at most 200 rounds. (The two-domain recipes,
+the same 70% probing share, and at most 200 rounds. A run too short for one such round with 10
+steps per probe (K = 10 and T = 300, say) gets the longest probes that fit (`lp_steps` 1 to 9),
+unless `lp_steps` or `update_steps` is given. (The two-domain recipes,
 scripts/arxiv_stackexchange: lp_rounds=4, lp_steps=4, eta=0.2, one_hot_factor=0.625, 20 rounds,
 are available as options.) In the restricted setting the prior phase defaults to one round
 (PRIOR_STEPS = UPDATE_STEPS in the released scripts).
@@ -51,12 +53,13 @@ from mixopt.online.base import OnlineMixer, check_float, check_int, from_json, t
 
 #: the paper's largest probing share (full SlimPajama: 2 sweeps x 10 steps x 7 groups of 200 steps)
 MAX_PROBE_SHARE = 0.7
+PAPER_LP_STEPS = 10      # steps per probe in every released recipe but the two-domain ones
 
 
 class AioliMixer(OnlineMixer):
     method = "aioli"
     defaults = {
-        "lp_rounds": 2, "lp_steps": 10, "eta": 1.0, "ema": 0.1, "one_hot_factor": 0.75,
+        "lp_rounds": 2, "lp_steps": None, "eta": 1.0, "ema": 0.1, "one_hot_factor": 0.75,
         "normalize": True, "diagonal": False, "update_steps": None, "prior_steps": None,
         "anchor": "uniform",
     }
@@ -66,6 +69,14 @@ class AioliMixer(OnlineMixer):
         if self.K < 2:
             raise InputError("domains: aioli needs at least 2 domains")
         o["lp_rounds"] = check_int("lp_rounds", o["lp_rounds"], 1)
+        if o["update_steps"] is not None:
+            o["update_steps"] = check_int("update_steps", o["update_steps"], 1)
+        if o["prior_steps"] is not None:
+            o["prior_steps"] = check_int("prior_steps", o["prior_steps"], 0)
+        if o["lp_steps"] is None:              # the paper's 10, or the longest probes that fit a short run
+            fitting = ([n for n in range(PAPER_LP_STEPS, 0, -1) if self._room(n)]
+                       if o["update_steps"] is None else [])
+            o["lp_steps"] = fitting[0] if fitting else PAPER_LP_STEPS
         o["lp_steps"] = check_int("lp_steps", o["lp_steps"], 1)
         o["eta"] = check_float("eta", o["eta"], 0.0)
         if o["ema"] is not None:
@@ -79,16 +90,10 @@ class AioliMixer(OnlineMixer):
             raise InputError(f"one_hot_factor must exceed 1/K = {1 / self.K:.4g} (else the probe mixtures "
                              f"are not invertible), got {o['one_hot_factor']}")
         lp_duration = o["lp_rounds"] * o["lp_steps"] * self.K
-        if o["update_steps"] is None:
-            o["update_steps"] = max(self.steps // 200, math.ceil(lp_duration / MAX_PROBE_SHARE))
-        else:
-            o["update_steps"] = check_int("update_steps", o["update_steps"], 1)
-            if lp_duration >= o["update_steps"]:
-                raise InputError(f"update_steps ({o['update_steps']}) must exceed the probe steps of a round "
-                                 f"(lp_rounds * lp_steps * K = {lp_duration})")
-        if o["prior_steps"] is None:
-            o["prior_steps"] = o["update_steps"] if self._prior_given else 0
-        o["prior_steps"] = check_int("prior_steps", o["prior_steps"], 0)
+        if o["update_steps"] is not None and lp_duration >= o["update_steps"]:
+            raise InputError(f"update_steps ({o['update_steps']}) must exceed the probe steps of a round "
+                             f"(lp_rounds * lp_steps * K = {lp_duration})")
+        o["update_steps"], o["prior_steps"] = self._round_plan(o["lp_steps"])
         if self.steps - o["prior_steps"] <= lp_duration:
             raise InputError(f"steps ({self.steps}) leave no room for one LearnParams sweep after "
                              f"prior_steps ({o['prior_steps']}): need more than {lp_duration} steps "
@@ -114,6 +119,23 @@ class AioliMixer(OnlineMixer):
         self.ema_graph = None
         self.mixture = self.prior.copy() if o["prior_steps"] > 0 else self._weights_to_mixture(self.log_weights)
         self.last_A = None
+
+    def _round_plan(self, lp_steps: int) -> tuple[int, int]:
+        """(update_steps, prior_steps): the options given, else their defaults for probes of lp_steps."""
+        o = self.options
+        update = o["update_steps"]
+        if update is None:
+            update = max(self.steps // 200, math.ceil(o["lp_rounds"] * lp_steps * self.K / MAX_PROBE_SHARE))
+        prior = o["prior_steps"]
+        if prior is None:
+            prior = update if self._prior_given else 0
+        return update, prior
+
+    def _room(self, lp_steps: int) -> bool:
+        """Whether one LearnParams sweep of probes of lp_steps fits the run (after the prior phase)."""
+        update, prior = self._round_plan(lp_steps)
+        duration = self.options["lp_rounds"] * lp_steps * self.K
+        return duration < update and self.steps - prior > duration
 
     # -------------------------------------------------------------- schedule
     @property
