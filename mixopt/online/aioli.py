@@ -73,10 +73,10 @@ class AioliMixer(OnlineMixer):
             o["update_steps"] = check_int("update_steps", o["update_steps"], 1)
         if o["prior_steps"] is not None:
             o["prior_steps"] = check_int("prior_steps", o["prior_steps"], 0)
-        if o["lp_steps"] is None:              # the paper's 10, or the longest probes that fit a short run
-            fitting = ([n for n in range(PAPER_LP_STEPS, 0, -1) if self._room(n)]
-                       if o["update_steps"] is None else [])
-            o["lp_steps"] = fitting[0] if fitting else PAPER_LP_STEPS
+        if o["lp_steps"] is None and o["update_steps"] is not None:
+            o["lp_steps"] = PAPER_LP_STEPS
+        elif o["lp_steps"] is None:            # the paper's 10, or the longest probes that fit (1: the error below)
+            o["lp_steps"] = next((n for n in range(PAPER_LP_STEPS, 0, -1) if self._room(n)), 1)
         o["lp_steps"] = check_int("lp_steps", o["lp_steps"], 1)
         o["eta"] = check_float("eta", o["eta"], 0.0)
         if o["ema"] is not None:
