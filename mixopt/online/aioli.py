@@ -31,7 +31,7 @@ lp_rounds=2, lp_steps=10, eta=1, ema=0.1, one_hot_factor=0.75, normalised A, and
 of 40000 steps, so that the probes take 70% of every round (2 x 10 x 7 = 140 of 200). For K
 domains and T steps the default round is max(T // 200, ceil(lp_rounds * lp_steps * K / 0.7)):
 the same 70% probing share, and at most 200 rounds. A run too short for one such round with 10
-steps per probe (K = 10 and T = 300, say) gets the longest probes that fit (`lp_steps` 1 to 9),
+steps per probe (K = 10 and T = 200, say) gets the longest probes that fit (`lp_steps` 1 to 9),
 unless `lp_steps` or `update_steps` is given. (The two-domain recipes,
 scripts/arxiv_stackexchange: lp_rounds=4, lp_steps=4, eta=0.2, one_hot_factor=0.625, 20 rounds,
 are available as options.) In the restricted setting the prior phase defaults to one round
