@@ -558,8 +558,9 @@ class MixerService:
     """The body of the Ray named mixer actor: one mixer, `workers` training workers.
 
     Every worker asks for round r (it waits until the mixer has reached it), trains, and tells
-    its own losses for round r; when all `workers` have told, the mixer is told their mean (NaN
-    where no worker evaluated a domain) and round r + 1 opens. Async methods: waiting workers do
+    its own losses for round r (and, if it trains on its own interval, the steps it trained: the
+    workers must agree); when all `workers` have told, the mixer is told their mean (NaN where no
+    worker evaluated a domain) and round r + 1 opens. Async methods: waiting workers do
     not block the actor, and nothing polls."""
 
     def __init__(self, state: dict, workers: int = 1):
@@ -568,6 +569,7 @@ class MixerService:
         self.mixer = online.load(state)
         self.workers = int(workers)
         self.reports: dict[int, list] = {}
+        self.steps_told: dict[int, int | None] = {}   # the steps the round's first report trained
         self.rounds = 0
         self.condition = None
 
@@ -584,18 +586,22 @@ class MixerService:
             return {"round": self.rounds, "p": p.tolist(), "n": int(self.mixer.next_steps),
                     "done": bool(self.mixer.done), "phase": _phase_name(self.mixer), "probe": _probing(self.mixer)}
 
-    async def tell(self, round_: int, losses: list) -> int:
+    async def tell(self, round_: int, losses: list, steps: int | None = None) -> int:
         cond = self._cond()
         async with cond:
             if round_ != self.rounds:
                 raise InputError(f"losses: told for round {round_}, but the mixer is at round {self.rounds}")
+            told = self.steps_told.setdefault(round_, steps)
+            if steps != told:
+                raise InputError(f"steps: a worker told {steps} for round {round_}, another told {told}")
             self.reports.setdefault(round_, []).append(np.asarray(losses, dtype=np.float64))
             if len(self.reports[round_]) == self.workers:
-                stacked = np.stack(self.reports.pop(round_))
+                stacked = np.stack(self.reports[round_])
                 with np.errstate(invalid="ignore"):
                     seen = ~np.isnan(stacked)
                     mean = np.where(seen.any(axis=0), np.nansum(stacked, axis=0) / np.maximum(seen.sum(axis=0), 1), np.nan)
-                self.mixer.tell(mean)
+                self.mixer.tell(mean, steps=told)
+                del self.reports[round_], self.steps_told[round_]
                 self.rounds += 1
                 cond.notify_all()
             return self.rounds
@@ -655,11 +661,11 @@ class RemoteMixer:
     def probing(self) -> bool:
         return self._fetch()["probe"]
 
-    def tell(self, losses) -> None:
+    def tell(self, losses, steps: int | None = None) -> None:
         import ray
 
         self._fetch()
-        ray.get(self.handle.tell.remote(self.round, np.asarray(losses, dtype=np.float64).tolist()))
+        ray.get(self.handle.tell.remote(self.round, np.asarray(losses, dtype=np.float64).tolist(), steps))
         self.round += 1
         self._answer = None
 

@@ -323,6 +323,72 @@ def test_bad_losses_raise_input_error(losses):
         mixer.tell(losses)
 
 
+def _drive_on_interval(mixer, sim, interval: int) -> list:
+    """A trainer that evaluates every `interval` steps whatever `next_steps` says; returns the
+    steps it told."""
+    told = []
+    while not mixer.done:
+        p = mixer.ask()
+        n = min(interval, mixer.remaining)
+        sim.train(p, n)
+        mixer.tell(sim.observe(), steps=n)
+        told.append(n)
+    return told
+
+
+@pytest.mark.parametrize("method", ["auto", "static", "stratified", "doremi"])
+def test_a_trainer_on_its_own_interval_tells_the_steps_it_trained(method):
+    sim = _sim(K=3, steps=2000)
+    sim.reset(0)
+    mixer = create(method, 3, 2000, seed=0, **_options(method, sim))
+    told = _drive_on_interval(mixer, sim, 70)
+    assert sum(told) == 2000 and mixer.step == 2000 and mixer.done
+    assert told[-1] == 2000 % 70 and len(told) == 2000 // 70 + 1
+
+
+def test_auto_learns_from_a_trainer_on_its_own_interval():
+    """47-step segments where auto asks for 50: it must still find the better mixture."""
+    sim = S.make_simulator("powerlaw", 3, 5000, seed=0, noise=0.003)
+    stratified = S.static_objective(sim, np.full(3, 1 / 3))
+    _, best = S.best_static(sim)
+    finals = []
+    for seed in range(2):
+        mixer = create("auto", 3, 5000, seed=seed)
+        assert mixer.options["round_steps"] == 50
+        sim.reset(seed)
+        _drive_on_interval(mixer, sim, 47)
+        finals.append(sim.objective())
+    assert (stratified - np.mean(finals)) / (stratified - best) > 0.3
+
+
+def test_told_steps_are_checked():
+    mixer = create("auto", 3, 100)
+    mixer.ask()
+    for bad in (-1, 1.5, "3"):
+        with pytest.raises(InputError, match="steps"):
+            mixer.tell([3.0, 3.0, 3.0], steps=bad)
+    with pytest.raises(InputError, match="steps .101. exceed the 100 steps left"):
+        mixer.tell([3.0, 3.0, 3.0], steps=101)
+    assert mixer.step == 0 and mixer.round == 0                       # nothing told
+    aioli = create("aioli", 3, 3000)
+    aioli.ask()
+    assert aioli.next_steps == 0                                        # the evaluation before the probes
+    with pytest.raises(InputError, match="exactly next_steps"):
+        aioli.tell([3.0, 3.0, 3.0], steps=10)
+    aioli.tell([3.0, 3.0, 3.0], steps=0)
+    aioli.ask()
+    assert aioli.probing
+    with pytest.raises(InputError, match="exactly next_steps"):
+        aioli.tell([3.0, 3.0, 3.0], steps=aioli.next_steps + 1)
+    aioli.tell([2.9, 3.0, 3.0], steps=aioli.next_steps)
+    schedule = Schedule(3, 1000, [Phase(until=0.5, method="stratified"), Phase(until=1.0, method="auto")])
+    schedule.ask()
+    with pytest.raises(InputError, match="next phase"):
+        schedule.tell([3.0, 3.0, 3.0], steps=501)
+    schedule.tell([3.0, 3.0, 3.0], steps=500)
+    assert schedule.phase == 1 and schedule.step == 500
+
+
 def test_tell_without_ask_is_refused():
     with pytest.raises(InputError, match="losses"):
         create("stratified", 3, 100).tell([1.0, 1.0, 1.0])

@@ -296,6 +296,28 @@ def test_two_workers_share_one_named_mixer_actor():
         ray.shutdown()
 
 
+def test_mixer_service_passes_on_the_steps_its_workers_trained():
+    """Workers that evaluate on their own interval tell the steps they trained; they must agree."""
+    import asyncio
+
+    from mixopt.training import MixerService
+
+    async def scenario():
+        service = MixerService(online.create("auto", domains=DOMAINS, steps=100, seed=0).state_dict(), workers=2)
+        await service.ask(0)
+        await service.tell(0, [3.0, 3.0, 3.0], 0)
+        with pytest.raises(InputError, match="another told 0"):
+            await service.tell(0, [3.0, 3.0, 3.0], 5)
+        assert await service.tell(0, [3.0, 3.0, 3.0], 0) == 1
+        await service.ask(1)
+        await service.tell(1, [2.9, 3.0, 3.0], 7)
+        assert await service.tell(1, [2.9, 3.0, 3.0], 7) == 2
+        return service.mixer
+
+    mixer = asyncio.run(scenario())
+    assert mixer.step == 7 and mixer.round == 2
+
+
 # ------------------------------------------------------------------ validate
 def test_candidates_and_spearman():
     names, rows = candidate_mixtures(DOMAINS, np.array([0.5, 0.3, 0.2]), {"natural_weights": [1, 1, 2]}, k=2, seed=0)

@@ -19,6 +19,10 @@ The protocol (one "round" is one ask/tell):
   finite (InputError, naming `losses`). Losses are eval losses of the model being trained, at the
   end of the segment. A 0-step segment (aioli and auto ask for one at step 0) is an evaluation
   of the untrained starting point.
+* A trainer that evaluates on its own fixed interval instead of after `next_steps` says how many
+  steps it trained on the asked proportions: `tell(losses, steps=n)` (0 <= n <= `remaining`; in a
+  Schedule, within the current phase). The mixers use the steps told. aioli's probes (and the
+  evaluation before them) must be trained as asked (InputError otherwise).
 * Probing methods (aioli) control what is trained during their probes: during a LearnParams sweep
   `ask()` returns a one-hot-ish probe mixture and `next_steps` its `lp_steps`; `mixer.probing`
   tells which. Probe steps are real training steps of the main model with its optimizer and

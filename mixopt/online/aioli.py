@@ -143,6 +143,10 @@ class AioliMixer(OnlineMixer):
         """True while the pending/next segment is a LearnParams probe."""
         return self.phase == "probe"
 
+    def _exact_segment(self) -> bool:
+        """Probes (and the evaluation before them) measure what lp_steps of one domain do."""
+        return self.phase in ("probe", "init")
+
     def _round_end(self) -> int:
         o = self.options
         return min(self.steps, o["prior_steps"] + (self.cycle + 1) * o["update_steps"])

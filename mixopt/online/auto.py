@@ -269,6 +269,8 @@ class AutoMixer(OnlineMixer):
         if not self.started:
             self.started = True                            # the step-0 level: log t undefined
             return
+        if n == 0:                                         # told that nothing was trained: no new step
+            return
         if self.phase == 0 and np.any(self.tilt != 0):    # a pair's middle
             self.middles.append([t, losses.copy(), (q - self.mixture) * n, self.mixture.copy()])
             self.phase = 1

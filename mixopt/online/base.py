@@ -246,6 +246,10 @@ class OnlineMixer:
     def _observe(self, p: np.ndarray, n: int, losses: np.ndarray) -> None:
         """Default: nothing to learn."""
 
+    def _exact_segment(self) -> bool:
+        """True if the pending segment must be trained for exactly `next_steps` (tell's `steps`)."""
+        return False
+
     def _get_state(self) -> dict:
         return {}
 
@@ -273,12 +277,24 @@ class OnlineMixer:
         self._ensure_pending()
         return self._pending[1]
 
-    def tell(self, losses) -> None:
-        """Report (K,) per-domain eval losses measured after training `next_steps` steps."""
+    def tell(self, losses, steps: int | None = None) -> None:
+        """Report (K,) per-domain eval losses measured after training `next_steps` steps.
+
+        `steps`: the steps actually trained on the asked proportions, for a trainer that evaluates
+        on its own interval instead of after `next_steps` (0 to `remaining`; None: `next_steps`).
+        A segment whose length the method relies on (aioli's probes) must be trained as asked."""
         if self._pending is None:
             raise InputError("losses: tell() needs a pending ask(); call ask() before each tell()")
         losses = check_vector("losses", losses, self.K, allow_nan=True)
         p, n = self._pending
+        if steps is not None:
+            steps = check_int("steps", steps)
+            if steps > self.remaining:
+                raise InputError(f"steps ({steps}) exceed the {self.remaining} steps left in the run")
+            if steps != n and self._exact_segment():
+                raise InputError(f"steps: this {self.method} segment must be trained for exactly next_steps "
+                                 f"({n}) steps, got {steps}")
+            n = steps
         if self.step < self.steps or n > 0:
             self._observe(p, n, losses)
         self.step += n

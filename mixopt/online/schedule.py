@@ -146,10 +146,14 @@ class Schedule:
     def next_steps(self) -> int:
         return 0 if self.mixer is None else self.mixer.next_steps
 
-    def tell(self, losses) -> None:
+    def tell(self, losses, steps: int | None = None) -> None:
+        """As OnlineMixer.tell; `steps` may not cross into the next phase."""
         if self.mixer is None:
             raise InputError("losses: the schedule is done; nothing to tell")
-        self.mixer.tell(losses)
+        if steps is not None and check_int("steps", steps) > self.mixer.remaining:
+            raise InputError(f"steps ({steps}) exceed the {self.mixer.remaining} steps left in phase {self.index}; "
+                             f"a segment may not cross into the next phase")
+        self.mixer.tell(losses, steps=steps)
         if self.mixer.done:
             self.last_mixture = self.mixer.mixture.copy()
             self._advance()
