@@ -600,7 +600,13 @@ class MixerService:
                 with np.errstate(invalid="ignore"):
                     seen = ~np.isnan(stacked)
                     mean = np.where(seen.any(axis=0), np.nansum(stacked, axis=0) / np.maximum(seen.sum(axis=0), 1), np.nan)
-                self.mixer.tell(mean, steps=told)
+                try:
+                    self.mixer.tell(mean, steps=told)
+                except InputError:                  # this report is not taken: the worker may tell again
+                    self.reports[round_].pop()
+                    if not self.reports[round_]:
+                        del self.reports[round_], self.steps_told[round_]
+                    raise
                 del self.reports[round_], self.steps_told[round_]
                 self.rounds += 1
                 cond.notify_all()

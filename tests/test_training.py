@@ -312,10 +312,16 @@ def test_mixer_service_passes_on_the_steps_its_workers_trained():
         await service.ask(1)
         await service.tell(1, [2.9, 3.0, 3.0], 7)
         assert await service.tell(1, [2.9, 3.0, 3.0], 7) == 2
-        return service.mixer
+        single = MixerService(service.mixer.state_dict(), workers=1)
+        await single.ask(0)
+        with pytest.raises(InputError, match="exceed the 93 steps left"):
+            await single.tell(0, [2.8, 3.0, 3.0], 94)
+        assert await single.tell(0, [2.8, 3.0, 3.0], 93) == 1            # told again, and taken
+        return service.mixer, single.mixer
 
-    mixer = asyncio.run(scenario())
+    mixer, single = asyncio.run(scenario())
     assert mixer.step == 7 and mixer.round == 2
+    assert single.step == 100 and single.done
 
 
 # ------------------------------------------------------------------ validate
