@@ -37,6 +37,7 @@ import numpy as np
 from mixopt.errors import DataError, InputError, MixoptError
 from mixopt.export import load_recommendation, recommendation_path
 from mixopt.io import atomic_write_bytes, atomic_write_text
+from mixopt.stats import spearman
 
 NOISE_ROUND = -1          # mixopt.recommend.NOISE_ROUND: seed-noise repeats
 MIN_CV_RUNS = 3           # fewer finished runs: no cross-validation plot
@@ -195,30 +196,6 @@ def load_study(study_dir: str | Path) -> StudyData:
 
 
 # -- numbers -------------------------------------------------------------------------------------
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks with ties averaged (as scipy.stats.rankdata)."""
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    sorted_values = values[order]
-    start = 0
-    for end in range(1, len(values) + 1):
-        if end == len(values) or sorted_values[end] != sorted_values[start]:
-            ranks[order[start:end]] = 0.5 * (start + end - 1)
-            start = end
-    return ranks
-
-
-def spearman(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if len(a) < 2:
-        return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def _fmt(value, digits: int = 4) -> str:
     if value is None:
         return "–"

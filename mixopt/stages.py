@@ -35,6 +35,7 @@ from mixopt.config import Config, proxy_spec
 from mixopt.errors import ConfigError, InputError, StoreError, StudyError
 from mixopt.io import atomic_write_json, atomic_write_parquet, json_ready
 from mixopt.space import MixtureSpace
+from mixopt.stats import spearman
 from mixopt.store import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunStore, recipe_hash, run_key
 from mixopt.study import Study
 
@@ -445,12 +446,6 @@ class FitResult:
                 f"wrote {self.out_dir / 'surrogate'} and {self.out_dir / FIT_FILE}{state}")
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from mixopt.report import spearman
-
-    return spearman(a, b)
-
-
 def fit_stage(config: Config, out_dir: str | Path, reporter=None) -> FitResult:
     """Fit the surrogate on every finished run told so far, as the study's recommend() does; save it
     (LightGBM text / JSON) under DIR/surrogate and its cross-validated scores in DIR/fit.json."""
@@ -488,7 +483,7 @@ def fit_stage(config: Config, out_dir: str | Path, reporter=None) -> FitResult:
                                                      folds=folds, seed=study.seed)
         predicted = np.asarray(predicted).reshape(len(X), -1) @ column_weights
         cv = {"folds": folds, "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
-              "spearman": _spearman(predicted, observed),
+              "spearman": spearman(predicted, observed),
               "observed_std": float(np.std(observed, ddof=1)) if len(observed) > 1 else None}
     payload = json_ready({
         "surrogate": {**info, "cv_rmse": dict(getattr(model, "cv_scores_", {}))},

@@ -31,7 +31,7 @@ from pydantic import Field
 from mixopt.config import Section, read_yaml, validate_mapping
 from mixopt.errors import ConfigError, InputError
 from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready, read_reusable_json
-from mixopt.report import spearman
+from mixopt.stats import ordinal_ranks, spearman
 from mixopt.training import read_mixture
 
 SCALES = ("proxy", "large")
@@ -153,7 +153,7 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
     for scale in SCALES:
         losses = np.array(scales[scale]["losses"], dtype=np.float64)
         objectives[scale] = losses @ objective
-    ranks = {scale: _rank(objectives[scale]) for scale in SCALES}
+    ranks = {scale: ordinal_ranks(objectives[scale]) for scale in SCALES}
     for i, name in enumerate(names):
         table.append({"name": name, **{f"{s}_loss": float(objectives[s][i]) for s in SCALES},
                       **{f"{s}_rank": int(ranks[s][i]) for s in SCALES}})
@@ -171,13 +171,6 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
     _write_parquet(out / "validate.parquet", names, mixtures, domains, scales, objectives, ranks)
     atomic_write_text(out / "validate.md", ranking_markdown(result))
     return result
-
-
-def _rank(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(np.where(np.isfinite(values), values, np.inf), kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.int64)
-    ranks[order] = np.arange(1, len(values) + 1)
-    return ranks
 
 
 def _write_parquet(path, names, mixtures, domains, scales, objectives, ranks) -> None:
