@@ -1,14 +1,19 @@
 """Reading a prepared corpus: manifest.parquet plus memory-mapped token shards.
 
-Layout of a corpus directory (written by `mixopt data prepare`, see mixopt/data/prepare.py):
+Layout of a corpus directory (written by mixopt/data/prepare.py for the embedded corpora and by
+mixopt/data/build.py for a study's own sources):
 
     <dir>/manifest.parquet        one row per shard, columns MANIFEST_COLUMNS
-    <dir>/<domain>/train-000.bin  raw little-endian uint16 token ids
+    <dir>/<domain>/train-000.bin  raw little-endian token ids (the manifest's dtype)
     <dir>/<domain>/val-000.bin    the fixed validation split of that domain
 
-Every domain has at least one train and one val shard. `tokens` is the number of token ids in the
-shard, `bytes` the number of UTF-8 bytes of text they encode (for bits per byte), `sha256` the hash
-of the shard file.
+Every domain (role "train") has at least one train and one val shard; an eval set (role "eval":
+held out, never trained on) has val shards only. `tokens` is the number of token ids in the
+shard, `bytes` the number of UTF-8 bytes of text they encode (for bits per byte), `sha256` the
+hash of the shard file, `dtype` uint16 or uint32 (from the vocabulary), `domain_tokens` the
+tokens the domain's whole source holds (exact, or estimated from a sample with its 95% interval
+`domain_tokens_low` .. `domain_tokens_high`). Manifests written before the last five columns
+existed read as uint16, role "train", and the shards' own token counts.
 """
 
 from __future__ import annotations
@@ -36,7 +41,44 @@ MANIFEST_COLUMNS = {
     "license": pl.String,
     "tokenizer": pl.String,
     "vocab_size": pl.Int64,
+    "dtype": pl.String,
+    "role": pl.String,
+    "domain_tokens": pl.Int64,
+    "domain_tokens_low": pl.Int64,
+    "domain_tokens_high": pl.Int64,
 }
+REQUIRED_COLUMNS = ("domain", "split", "path", "tokens", "bytes", "sha256", "source", "license", "tokenizer", "vocab_size")
+TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+ROLES = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class DomainTokens:
+    """The tokens a domain's whole source holds: exact (low == high) or a sample's estimate with
+    its 95% interval."""
+
+    tokens: int
+    low: int
+    high: int
+
+    @property
+    def exact(self) -> bool:
+        return self.low == self.high
+
+
+def _with_defaults(manifest: pl.DataFrame) -> pl.DataFrame:
+    """A manifest of an older format with the newer columns filled in (uint16, role train, the
+    domain's shard tokens as its exact total)."""
+    if "dtype" not in manifest.columns:
+        manifest = manifest.with_columns(pl.lit("uint16").alias("dtype"))
+    if "role" not in manifest.columns:
+        manifest = manifest.with_columns(pl.lit("train").alias("role"))
+    if "domain_tokens" not in manifest.columns:
+        total = pl.col("tokens").sum().over("domain")
+        manifest = manifest.with_columns(
+            total.alias("domain_tokens"), total.alias("domain_tokens_low"), total.alias("domain_tokens_high")
+        )
+    return manifest.select([pl.col(c).cast(t) for c, t in MANIFEST_COLUMNS.items()])
 
 
 def sha256_of_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
@@ -117,9 +159,13 @@ class Corpus:
             manifest = pl.read_parquet(manifest_path)
         except Exception as exc:  # polars raises several types for a damaged file
             raise DataError(f"cannot read {manifest_path}: {exc}") from exc
-        missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+        missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
         if missing:
             raise DataError(f"{manifest_path} lacks columns {missing}")
+        try:
+            manifest = _with_defaults(manifest)
+        except Exception as exc:  # a column of the wrong type
+            raise DataError(f"{manifest_path} has a column of the wrong type: {exc}") from exc
         corpus = cls(directory=directory, manifest=manifest)
         corpus._check_structure()
         if verify != "none":
@@ -127,11 +173,22 @@ class Corpus:
         return corpus
 
     def _check_structure(self) -> None:
+        bad_roles = set(self.manifest["role"].unique().to_list()) - set(ROLES)
+        if bad_roles:
+            raise DataError(f"corpus {self.directory}: unknown role {sorted(bad_roles)[0]!r} in the manifest")
+        bad_dtypes = set(self.manifest["dtype"].unique().to_list()) - set(TOKEN_DTYPES)
+        if bad_dtypes or self.manifest["dtype"].n_unique() != 1:
+            raise DataError(f"corpus {self.directory}: shards must share one dtype of {sorted(TOKEN_DTYPES)}")
         for domain in self.domains:
             for split in SPLITS:
                 rows = self.manifest.filter((pl.col("domain") == domain) & (pl.col("split") == split))
                 if rows.height == 0:
                     raise DataError(f"corpus {self.directory}: domain {domain!r} has no {split} shard")
+        for name in self.eval_sets:
+            if name in self.domains:
+                raise DataError(f"corpus {self.directory}: {name!r} is both a domain and an eval set")
+            if self.manifest.filter((pl.col("domain") == name) & (pl.col("split") == "val")).height == 0:
+                raise DataError(f"corpus {self.directory}: eval set {name!r} has no val shard")
         for path in self.manifest["path"]:
             resolved = (self.directory / path).resolve()
             if not resolved.is_relative_to(self.directory.resolve()):
@@ -141,7 +198,7 @@ class Corpus:
 
     def verify(self, hashes: bool = False) -> None:
         """Check every shard's size (and hash) against the manifest; DataError on the first mismatch."""
-        itemsize = TOKEN_DTYPE.itemsize
+        itemsize = self.dtype.itemsize
         for row in self.manifest.iter_rows(named=True):
             path = self.directory / row["path"]
             if not path.is_file():
@@ -156,7 +213,26 @@ class Corpus:
 
     @property
     def domains(self) -> list[str]:
-        return list(dict.fromkeys(self.manifest["domain"].to_list()))
+        """The training domains, in corpus order (eval sets are not among them)."""
+        return list(dict.fromkeys(self.manifest.filter(pl.col("role") == "train")["domain"].to_list()))
+
+    @property
+    def eval_sets(self) -> list[str]:
+        """Held-out sets that are not training domains (val split only), in corpus order."""
+        return list(dict.fromkeys(self.manifest.filter(pl.col("role") == "eval")["domain"].to_list()))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The shards' token dtype (uint16, or uint32 for vocabularies over 65,536)."""
+        return TOKEN_DTYPES[str(self.manifest["dtype"][0])]
+
+    def domain_tokens(self) -> dict[str, DomainTokens]:
+        """Tokens of each domain's (and eval set's) whole source: what the repetition caps need."""
+        first = self.manifest.group_by("domain", maintain_order=True).first()
+        return {
+            row["domain"]: DomainTokens(row["domain_tokens"], row["domain_tokens_low"], row["domain_tokens_high"])
+            for row in first.iter_rows(named=True)
+        }
 
     @property
     def vocab_size(self) -> int:
@@ -173,13 +249,15 @@ class Corpus:
         return digest.hexdigest()[:16]
 
     def _rows(self, domain: str, split: str) -> pl.DataFrame:
-        if domain not in self.domains:
-            raise DataError(f"domain {domain!r} is not in the corpus at {self.directory} (has {self.domains})")
+        if domain not in self.domains and domain not in self.eval_sets:
+            raise DataError(f"domain {domain!r} is not in the corpus at {self.directory} (has {self.domains + self.eval_sets})")
+        if split == "train" and domain in self.eval_sets:
+            raise DataError(f"{domain!r} is an eval set of the corpus at {self.directory}: it has no train split")
         return self.manifest.filter((pl.col("domain") == domain) & (pl.col("split") == split)).sort("path")
 
     def stream(self, domain: str, split: str = "train") -> TokenStream:
         shards = [
-            np.memmap(self.directory / path, dtype=TOKEN_DTYPE, mode="r")
+            np.memmap(self.directory / path, dtype=self.dtype, mode="r")
             for path in self._rows(domain, split)["path"]
         ]
         return TokenStream(shards)
@@ -189,8 +267,11 @@ class Corpus:
         return {d: int(self._rows(d, split)["tokens"].sum()) for d in self.domains}
 
     def bytes_per_token(self, split: str = "val") -> dict[str, float]:
+        """UTF-8 bytes per token of each domain (and, for val, each eval set); NaN where the
+        bytes are unknown."""
         out = {}
-        for d in self.domains:
+        for d in self.domains + (self.eval_sets if split == "val" else []):
             rows = self._rows(d, split)
-            out[d] = float(rows["bytes"].sum()) / max(int(rows["tokens"].sum()), 1)
+            n_bytes, n_tokens = float(rows["bytes"].sum()), int(rows["tokens"].sum())
+            out[d] = n_bytes / max(n_tokens, 1) if n_bytes > 0 else float("nan")
         return out

@@ -24,6 +24,12 @@ files on disk. Validation pieces are stored in hash order, so that the first win
 (what `TokenStream.head` reads) are a random sample of the domain rather than its first document;
 training pieces keep document order and the pieces of one document stay joined.
 
+Reproducibility: prepare.json records the exact version of every package read (`packages`:
+Debian's as downloaded, PyPI's and npm's as pinned), and every prepare logs them, so that a
+command that prepares (`mixopt data prepare`, `make demo`) prints them. A rebuild that reads a
+package of another version than the corpus it replaces logs the package, the old and the new
+version: the text of its domain may have changed.
+
 Idempotence: `prepare.json` beside the manifest records the settings and a hash of the inputs.
 A later call with the same settings, whose shards still have the sizes the manifest gives, does
 nothing (no download, no extraction) and returns `did_work=False`. For the default source the
@@ -213,6 +219,7 @@ class _Plan:
     inputs_hash: str
     domains: list[_DomainInput]
     fetch: Callable[[], None] = lambda: None  # downloads what the domains need (default source)
+    packages: Callable[[], dict[str, str]] = dict  # registry:name -> version read (after fetch)
 
 
 def fixture_dir() -> Path:
@@ -333,6 +340,15 @@ class _RegistryArchives:
         self.fetch()
         return self.paths[name]
 
+    def versions(self) -> dict[str, str]:
+        """The exact version of every package read, by registry and name (Debian's are not pinned)."""
+        self.fetch()
+        return {
+            package.registry_name: package.version_of(path)
+            for source in self.sources
+            for package, path in zip(source.packages, self.paths[source.name])
+        }
+
 
 def _plan_default(domains: Sequence[str] | None, raw_dir: Path, log: Log | None) -> _Plan:
     selected = [DOMAINS[name] for name in _select(list(DOMAINS), domains, "the default registry")]
@@ -352,7 +368,29 @@ def _plan_default(domains: Sequence[str] | None, raw_dir: Path, log: Log | None)
         )
         for s in selected
     ]
-    return _Plan("default", None, inputs_hash, items, fetch=archives.fetch)
+    return _Plan("default", None, inputs_hash, items, fetch=archives.fetch, packages=archives.versions)
+
+
+def _recorded_packages(out_dir: Path) -> dict[str, str]:
+    """The package versions the corpus in out_dir was built from ({} if it records none)."""
+    try:
+        recorded = json.loads((out_dir / PREPARE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    packages = recorded.get("packages") if isinstance(recorded, dict) else None
+    return dict(packages) if isinstance(packages, dict) else {}
+
+
+def _log_packages(log: Log | None, packages: dict[str, str], previous: dict[str, str] | None = None) -> None:
+    """One line with every package version; one line per package whose version differs from the
+    corpus being replaced (the text of its domain may differ too)."""
+    if not packages:
+        return
+    _log(log, "packages: " + ", ".join(f"{name}={version}" for name, version in sorted(packages.items())))
+    for name, version in sorted(packages.items()):
+        old = (previous or {}).get(name)
+        if old is not None and old != version:
+            _log(log, f"package {name} changed: {old} -> {version} (this corpus differs from the one it replaces)")
 
 
 def _log(log: Log | None, line: str) -> None:
@@ -471,16 +509,20 @@ def prepare_corpus(
         if corpus is not None:
             seconds = time.perf_counter() - started
             _log(log, f"{out_dir}: up to date ({len(corpus.domains)} domains), nothing to do")
+            _log_packages(log, _recorded_packages(out_dir))
             return PrepareResult(corpus=corpus, did_work=False, seconds=seconds, settings=settings)
         _log(log, f"building {out_dir}: {reason}")
     else:
         _log(log, f"building {out_dir} (forced)")
 
+    previous_packages = _recorded_packages(out_dir)
     # From here on the old corpus is gone: a prepare killed midway leaves no manifest at all.
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     (out_dir / PREPARE_NAME).unlink(missing_ok=True)
 
     plan.fetch()  # every download before any extraction: a failed fetch costs no extraction time
+    packages = plan.packages()
+    _log_packages(log, packages, previous_packages)
     workers = max(1, min(len(plan.domains), os.cpu_count() or 1, 4))
     splits: dict[str, DomainSplit] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as pool:
@@ -517,6 +559,7 @@ def prepare_corpus(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(seconds, 3),
         "document_end_byte": DOCUMENT_END[0],
+        "packages": packages,
         "domain_details": {
             name: {
                 "source": s.source,

@@ -54,6 +54,7 @@ def write_corpus(
     directory = Path(directory)
     records = []
     for domain, by_split in splits.items():
+        domain_tokens = sum(len(by_split.get(split, ())) for split in SPLITS)  # read whole: exact
         for split in SPLITS:
             if split not in by_split or len(by_split[split]) == 0:
                 raise DataError(f"domain {domain!r} has no {split} tokens")
@@ -71,6 +72,11 @@ def write_corpus(
                         "license": licenses[domain],
                         "tokenizer": tokenizer,
                         "vocab_size": vocab_size,
+                        "dtype": "uint16",
+                        "role": "train",
+                        "domain_tokens": domain_tokens,
+                        "domain_tokens_low": domain_tokens,
+                        "domain_tokens_high": domain_tokens,
                     }
                 )
     manifest = pl.DataFrame(records, schema=MANIFEST_COLUMNS)

