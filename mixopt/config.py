@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mixopt.errors import ConfigError
 
@@ -28,6 +28,73 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
 
 
+DOMAIN_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+
+
+def _paths_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class SourceConfig(Section):
+    """One training domain (data.sources.<name>) or eval set (data.eval.<name>): text files by
+    their extension (`paths`, `text_field`), or already tokenized (`format` megatron | tokens)."""
+
+    paths: list[str] | None = None
+    """Globs of .jsonl, .json (JSON lines), .jsonl.gz, .jsonl.zst, .parquet, .txt files (`**` recurses)
+    or `datasets.save_to_disk` folders; relative to the working directory."""
+    text_field: str | None = None
+    """The field (column) holding the text; dots reach nested fields (meta.text). Default: text."""
+    format: Literal["megatron", "tokens"] | None = None
+    """None: text files, by extension. megatron: a Megatron-LM .bin/.idx pair. tokens: a flat id array."""
+    path: str | None = None
+    """megatron: the .bin/.idx prefix; tokens: the file."""
+    dtype: Literal["uint16", "uint32"] | None = None
+    """tokens: the ids' type."""
+    eos_id: int | None = Field(default=None, ge=0)
+    """tokens: the id that ends each document (default: the tokenizer's end-of-text id)."""
+    vocab_size: int | None = Field(default=None, ge=1)
+    """Pre-tokenized: the vocabulary the ids were made with; must equal the tokenizer's."""
+
+    _paths = field_validator("paths", mode="before")(_paths_list)
+
+    @model_validator(mode="after")
+    def _fields_fit_the_format(self):
+        given = {name for name in type(self).model_fields if getattr(self, name) is not None} - {"format"}
+        if self.format is None:
+            allowed, required = {"paths", "text_field"}, {"paths"}
+        elif self.format == "megatron":
+            allowed, required = {"path", "vocab_size"}, {"path"}
+        else:
+            allowed, required = {"path", "dtype", "eos_id", "vocab_size"}, {"path", "dtype"}
+        kind = f"format {self.format}" if self.format else "text files (no format)"
+        extra = sorted(given - allowed)
+        if extra:
+            raise ValueError(f"{extra[0]} does not apply to {kind}")
+        missing = sorted(required - given)
+        if missing:
+            raise ValueError(f"{missing[0]} is required for {kind}")
+        if self.paths is not None and not self.paths:
+            raise ValueError("paths must name at least one file or glob")
+        return self
+
+
+class SplitConfig(Section):
+    """A table whose `domain_field` names each row's domain (data.split[i])."""
+
+    paths: list[str]
+    domain_field: str
+    text_field: str | None = None
+
+    _paths = field_validator("paths", mode="before")(_paths_list)
+
+    @field_validator("paths")
+    @classmethod
+    def _some_paths(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("paths must name at least one file or glob")
+        return value
+
+
 class DataConfig(Section):
     corpus: str = "data/corpus"
     """Directory of a prepared corpus (manifest.parquet and shards)."""
@@ -36,6 +103,34 @@ class DataConfig(Section):
     domains: list[str] | None = None
     """Domains to mix, in order (default: every domain of the corpus)."""
     verify: Literal["none", "size", "sha256"] = "size"
+    tokenizer: str = "bytes"
+    """A Hugging Face `tokenizers` JSON file (or a folder holding tokenizer.json), or "bytes"."""
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    """Training domains by name: the corpus is built from them (mixopt.data.build)."""
+    split: list[SplitConfig] = Field(default_factory=list)
+    """Tables split into domains by a field; the domains are named by its values."""
+    eval: dict[str, SourceConfig] = Field(default_factory=dict)
+    """Held-out sets that are not training domains; objective.weights may name them."""
+
+    @model_validator(mode="after")
+    def _one_way_to_build(self):
+        import re
+
+        own = bool(self.sources or self.split or self.eval)
+        if own and self.prepare is not None:
+            raise ValueError("give either prepare (the embedded corpora) or sources/split/eval (your own data), not both")
+        if self.tokenizer != "bytes" and not own:
+            raise ValueError("tokenizer applies to data.sources, data.split and data.eval (prepare builds byte-level corpora)")
+        if self.eval and not (self.sources or self.split):
+            raise ValueError("eval sets need training domains: give data.sources or data.split")
+        for section in ("sources", "eval"):
+            for name in getattr(self, section):
+                if not re.fullmatch(DOMAIN_NAME_PATTERN, name):
+                    raise ValueError(f"{section}.{name}: a name may hold only letters, digits, '_', '.' and '-'")
+        both = sorted(set(self.sources) & set(self.eval))
+        if both:
+            raise ValueError(f"{both[0]!r} is both a source and an eval set")
+        return self
 
 
 class SpaceConfig(Section):
