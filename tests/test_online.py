@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mixopt.errors import InputError, StoreError
-from mixopt.online import METHODS, Phase, Schedule, create, load, upweight
+from mixopt.online import METHODS, Phase, Schedule, create, load, training_options, upweight
 from mixopt.online import simulate as S
-from mixopt.online.auto import NARROW_CONTROL
+from mixopt.online.auto import PRESETS, SIMULATOR, TRAINING, WITH_JACOBIAN, AutoSettings, Evaluation
 from mixopt.online.base import project
 from mixopt.online.jacobian import estimate_jacobian
 
@@ -75,8 +75,15 @@ def test_protocol_shapes_simplex_bounds_and_budget(method):
 
 def test_ask_is_stable_until_tell():
     mixer = create("auto", 3, 900, seed=0)
-    first = mixer.ask()
-    assert np.array_equal(first, mixer.ask()) and mixer.next_steps == mixer.next_steps
+    losses, trained = np.full(3, 3.0), 0
+    for _ in range(4):                       # an evaluation (0 steps), then training segments
+        first, steps, before = mixer.ask(), mixer.next_steps, mixer.step
+        for _ in range(3):                   # asking again, before the tell, changes nothing
+            assert np.array_equal(mixer.ask(), first) and mixer.next_steps == steps
+        mixer.tell(losses)
+        assert mixer.step == before + steps  # the tell takes exactly the steps that were asked for
+        losses, trained = losses - 0.01, trained + steps
+    assert trained > 0
 
 
 def test_static_holds_the_prior_and_stratified_is_uniform():
@@ -181,6 +188,74 @@ def test_load_rejects_foreign_or_mismatched_state(tmp_path):
     broken.write_text("{not json")
     with pytest.raises(StoreError):
         load(broken)
+
+
+
+class _Wiggly:
+    """Deterministic losses of each domain's cumulative exposure (with some transfer), plus a fixed
+    wiggle so that the noise estimates are not zero."""
+
+    def __init__(self):
+        self.exposure = np.zeros(2)
+        self.round = 0
+
+    def losses(self, p, n):
+        self.exposure += p * n
+        wiggle = 2e-3 * np.sin(1.7 * self.round * (np.arange(2) + 1))
+        self.round += 1
+        return 2.0 + np.array([3.0, 1.0]) / np.sqrt(1.0 + self.exposure + 0.3 * self.exposure[::-1]) + wiggle
+
+
+def _run(mixer, world, rounds=None) -> list:
+    trajectory = []
+    while not mixer.done and (rounds is None or len(trajectory) < rounds):
+        p = mixer.ask()
+        n = mixer.next_steps
+        trajectory.append((p.copy(), n))
+        mixer.tell(world.losses(p, n))
+    return trajectory
+
+
+# The state of an auto mixer saved by the single-module `auto` (before its settings, estimate and
+# control were split) after 12 rounds of _Wiggly, between ask and tell, with four pair middles
+# waiting: create("auto", ["web", "code"], 160, prior=[0.7, 0.3], seed=3, rounds=16).
+_SAVED_AUTO_STATE = (
+    '{"format":"mixopt.online","version":1,"method":"auto","domains":["web","code"],"steps":160,"prior":[0.7,'
+    '0.3],"seed":3,"min_weights":null,"max_weights":null,"objective":[0.5,0.5],"options":{"rounds":16,"round_'
+    'steps":10,"perturb":1.0,"eta":0.3,"forget":0.8,"window":10,"own_rate_scale":0.3,"own_scale":0.15,"transf'
+    'er_scale":0.3,"leak":0.03,"max_step":0.5,"outlier":4.0,"guard":4.0,"max_tilt":1.3862943611198906,"taper"'
+    ':0.15,"sensitivity":null,"jacobian":null,"jacobian_weight":1.0},"step":110,"round":12,"pending":{"p":[0.'
+    '235324833833803,0.764675166166197],"n":10},"mixture":[0.6945579878907099,0.30544201210929006],"rng":{"bi'
+    't_generator":"PCG64","state":{"state":141982968615397084200763440782085584892,"inc":22200306317187426142'
+    '7395693950637096479},"has_uint32":1,"uinteger":3441447623},"state":{"theta":[-0.36447962439037423,-1.185'
+    '9953314501468],"tilt":[1.0,-1.0],"noise":[1.2801506360155401e-05,1.0461078617394882e-06],"own_P":[0.0,0.'
+    '0],"own_q":[0.0,0.0],"gain_P":[[0.0,0.0,0.0],[0.0,0.0,0.0],[0.0,0.0,0.0]],"gain_q":[0.0,0.0,0.0],"own_ra'
+    'te":[0.0,0.0],"transfer":[0.0,0.0],"rho":[-0.02578215332743104,0.06015835776400617],"rate":[0.0014360436'
+    '994189198,0.0006697389098575702],"lowest":[2.3468557270409556,2.1323474999033913],"started":true,"phase"'
+    ':1,"pairs":1,"spikes":0,"own_share":1.0,"cleans":[[10,[3.0075856143518913,2.4043770828854045]],[20,[2.73'
+    '1413972507346,2.2997953790358756]],[40,[2.538969841160243,2.210670282272282]],[60,[2.4438764295932747,2.'
+    '1719861308471287]],[80,[2.390025402396873,2.1487040722316713]],[100,[2.3468557270409556,2.13234749990339'
+    '13]]],"middles":[[50,[2.503158466463812,2.1770376622013847],[-4.600041276283266,4.600041276283266],[0.7,'
+    '0.3]],[70,[2.422720888321449,2.1506835486090656],[-4.600041276283266,4.600041276283266],[0.7,0.3]],[90,['
+    '2.374718124419545,2.133837420848308],[-4.600041276283266,4.600041276283266],[0.7,0.3]],[110,[2.327827301'
+    '2616686,2.1270211557859438],[2.492694911124318,-2.4926949111243175],[0.6945579878907099,0.30544201210929'
+    '006]]]}}'
+)
+
+
+def test_an_auto_state_saved_before_the_split_loads_and_continues_as_an_uninterrupted_run():
+    world = _Wiggly()
+    uninterrupted = create("auto", ["web", "code"], 160, prior=[0.7, 0.3], seed=3, rounds=16)
+    _run(uninterrupted, world, rounds=12)
+    saved = load(json.loads(_SAVED_AUTO_STATE))
+    assert saved.step == uninterrupted.step and len(saved.estimator.middles) == 4
+    twin = _Wiggly()
+    twin.exposure, twin.round = world.exposure.copy(), world.round
+    expected, resumed = _run(uninterrupted, world), _run(saved, twin)
+    assert len(resumed) == len(expected) > 3
+    for (p, n), (q, m) in zip(resumed, expected):
+        assert n == m
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
 
 
 # ------------------------------------------------------------------ aioli: faithful to the released code
@@ -313,6 +388,52 @@ def test_aioli_restricted_setting_trains_the_prior_first():
 def test_bad_arguments_raise_input_error_naming_them(call, name):
     with pytest.raises(InputError, match=name):
         call()
+
+
+
+# ------------------------------------------------------------------ auto's settings: one home, named presets
+
+_CONTROL = ("leak", "max_tilt", "guard")      # the control the presets differ in
+
+
+def _differing(a: AutoSettings, b: AutoSettings) -> set[str]:
+    return {f.name for f in dataclasses.fields(AutoSettings) if getattr(a, f.name) != getattr(b, f.name)}
+
+
+def test_every_auto_option_is_a_settings_field_with_a_unit_and_a_meaning():
+    names = {f.name for f in dataclasses.fields(AutoSettings)}
+    assert set(create("auto", 3, 600).options) == names                # what a saved state holds
+    for f in dataclasses.fields(AutoSettings):
+        assert f.metadata["unit"] and f.metadata["meaning"], f.name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SIMULATOR.leak = 0.0
+
+
+def test_auto_presets_hold_what_they_claim():
+    """SIMULATOR: the defaults. WITH_JACOBIAN: only the control narrower (more leak, a smaller tilt
+    cap, no guard). TRAINING: that narrow control with gentler tilt pairs."""
+    assert SIMULATOR == AutoSettings()
+    assert _differing(SIMULATOR, WITH_JACOBIAN) == set(_CONTROL)
+    assert WITH_JACOBIAN.leak > SIMULATOR.leak and WITH_JACOBIAN.max_tilt < SIMULATOR.max_tilt
+    assert WITH_JACOBIAN.guard == 0 < SIMULATOR.guard
+    assert _differing(WITH_JACOBIAN, TRAINING) == {"perturb"} and TRAINING.perturb < SIMULATOR.perturb
+    assert PRESETS == {"simulator": SIMULATOR, "with_jacobian": WITH_JACOBIAN, "training": TRAINING}
+
+
+def test_auto_starts_from_its_preset_and_the_callers_options_win():
+    K, T = 3, 600
+    assert create("auto", K, T).settings == SIMULATOR.checked(K, T)
+    assert SIMULATOR.checked(K, T).round_steps == T // SIMULATOR.rounds
+    given = create("auto", K, T, jacobian=-np.eye(K)).settings
+    assert all(getattr(given, name) == getattr(WITH_JACOBIAN, name) for name in _CONTROL)
+    assert create("auto", K, T, jacobian=-np.eye(K), leak=0.01).settings.leak == 0.01
+    assert training_options("auto") == TRAINING.as_options()
+    assert create("auto", K, T, **training_options("auto")).settings == TRAINING.checked(K, T)
+    mine = training_options("auto", {"perturb": 0.8, "rounds": 7})
+    assert mine == {**TRAINING.as_options(), "perturb": 0.8, "rounds": 7}
+    assert training_options("aioli", {"lp_rounds": 2}) == {"lp_rounds": 2}
+    with pytest.raises(InputError, match="max_tilts"):
+        create("auto", K, T, **training_options("auto", {"max_tilts": 1.0}))
 
 
 @pytest.mark.parametrize("losses", [[1.0, 2.0], [1.0, np.inf, 2.0], "abc", [[1.0, 2.0, 3.0]]])
@@ -553,9 +674,9 @@ def test_auto_reads_each_domains_rate_from_its_recent_losses():
     for t in range(2000, 2000 + 12 * 500, 500):
         losses = 2.0 + B * t ** -0.5
         losses[2] = np.nan
-        mixer.cleans.append([t, losses])
-    t = mixer.cleans[-1][0]
-    rate = mixer._rates(t)
+        mixer.estimator.cleans.append(Evaluation(t, losses))
+    t = mixer.estimator.cleans[-1].step
+    rate = mixer.estimator.rates(t)
     np.testing.assert_allclose(rate[:2], 0.5 * B[:2] * t ** -1.5, rtol=0.05)   # quadratic vs power law: ~2%
     assert rate[2] == 0.0
 
@@ -579,7 +700,7 @@ def test_auto_drops_loss_spikes():
     for seed in range(3):
         mixer = create("auto", 3, 5000, seed=seed, perturb=1.0)
         closed["screened"].append(stratified - S.run(mixer, _Spiky(model), seed=seed).objective)
-        assert mixer.spikes >= 3
+        assert mixer.estimator.spikes >= 3
         raw = S.run(create("auto", 3, 5000, seed=seed, perturb=1.0, outlier=0), _Spiky(model), seed=seed)
         closed["raw"].append(stratified - raw.objective)
     gap = stratified - best
@@ -637,8 +758,9 @@ def test_auto_learns_that_a_domain_teaches_the_others():
     learnt = create("auto", K, T, seed=0)
     with_pairs = S.run(learnt, sim, seed=0)
     own_only = S.run(create("auto", K, T, seed=0, own_rate_scale=1e-6, transfer_scale=1e-6), sim, seed=0)
-    assert learnt.own_rate[1] < -0.3 and learnt.own_rate[2] < -0.3 and abs(learnt.own_rate[0]) < 0.2
-    assert np.argmax(learnt.transfer) == 0
+    own_rate = learnt.estimator.own_rate
+    assert own_rate[1] < -0.3 and own_rate[2] < -0.3 and abs(own_rate[0]) < 0.2
+    assert np.argmax(learnt.estimator.transfer) == 0
     assert with_pairs.mean_mixture[0] > own_only.mean_mixture[0] + 0.1
     assert with_pairs.objective < own_only.objective
 
@@ -663,7 +785,8 @@ def test_proxy_jacobian_holds_the_transfer_and_each_domains_rate():
 def test_auto_with_a_jacobian_that_says_no_transfer_is_the_own_data_model(jacobian, weight):
     sim = _sim(K=4, steps=3000, seed=1)
     # the same control (with a Jacobian auto moves less by default): only the transfer model differs
-    plain = S.run(create("auto", 4, 3000, seed=0, **NARROW_CONTROL), sim, seed=0, record=True)
+    narrow = {name: getattr(WITH_JACOBIAN, name) for name in _CONTROL}
+    plain = S.run(create("auto", 4, 3000, seed=0, **narrow), sim, seed=0, record=True)
     given = S.run(create("auto", 4, 3000, seed=0, jacobian=jacobian, jacobian_weight=weight), sim, seed=0,
                   record=True)
     assert len(given.trajectory) == len(plain.trajectory)

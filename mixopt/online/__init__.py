@@ -46,18 +46,19 @@ Methods (METHODS):
   losses (option `reference_losses`), online on the main model.
 * `auto`: ours -- greedy exponentiated gradient on marginal gains read from every evaluation
   (each domain's own loss curve, corrected for transfer by short antithetic tilts), no probe
-  steps, starting at the prior and staying there until the first tilt pair is in. Option
-  `jacobian` (K, K): the proxies' per-domain Jacobian d L_j / d p_i at the prior, the transfer
-  structure that one run's tilts cannot estimate at K >= 8 (mixopt.online.jacobian.estimate_jacobian
-  from a study's proxies, `mixopt jacobian` for a finished study; simulate.proxy_jacobian exactly).
+  steps, starting at the prior and staying there until the first tilt pair is in
+  (mixopt/online/auto/: the model and the control law). Its options and their presets are one
+  frozen AutoSettings (mixopt.online.auto.settings). Option `jacobian` (K, K): the proxies'
+  per-domain Jacobian d L_j / d p_i at the prior, the transfer structure that one run's tilts
+  cannot estimate with many domains (mixopt.online.jacobian.estimate_jacobian from a study's
+  proxies, `mixopt jacobian` for a finished study; simulate.proxy_jacobian exactly).
 
-Real training runs (`mixopt train`, mixopt.training, pipeline.online_mixer) take
-`training_options(method, options)`: TRAINING_OPTIONS under the caller's own. The defaults of
-`create` are tuned on the simulators, whose losses depend on cumulative exposure only, so that
-short tilts of the mixture there cost nothing; in real training they do (auto's x2.7 tilts cost
-about 0.04 nats on the default corpus, x1.35 tilts nothing measurable: docs/benchmarks.md). Nor do
-real runs reward moving further from the recommendation: auto keeps its earlier control there (a
-factor of 3 either way, leak 0.05), not the wider one the simulators reward.
+Real training runs (`mixopt train`, pipeline.online_mixer) take `training_options(method,
+options)`: the method's training preset under the caller's options (auto: AutoSettings' TRAINING,
+gentle tilts and the narrow control). The defaults of `create` are chosen on the simulators, whose
+losses depend on cumulative exposure only, so that short tilts of the mixture there cost nothing;
+in real training they do, and moving further from the recommendation does not pay
+(docs/decisions/0007-auto-in-real-training.md).
 
 Schedules (mixopt/online/schedule.py): `Schedule(domains, steps, phases=[Phase(until=0.85,
 method="auto", prior=p), Phase(until=1.0, method="static", prior=upweight(p, {...}, domains))])`
@@ -72,7 +73,8 @@ from collections.abc import Mapping
 
 from mixopt.errors import InputError
 from mixopt.online.aioli import AioliMixer
-from mixopt.online.auto import NARROW_CONTROL, AutoMixer
+from mixopt.online.auto import TRAINING as AUTO_TRAINING
+from mixopt.online.auto import AutoMixer
 from mixopt.online.base import OnlineMixer, read_state
 from mixopt.online.baselines import StaticMixer, StratifiedMixer
 from mixopt.online.doremi import DoReMiMixer
@@ -81,17 +83,16 @@ from mixopt.online.schedule import Phase, Schedule, upweight
 
 _REGISTRY = {cls.method: cls for cls in (AioliMixer, AutoMixer, DoReMiMixer, StaticMixer, StratifiedMixer)}
 METHODS = tuple(sorted(_REGISTRY))
-# for real training runs (see the module docstring): auto's gentle tilts and its narrower control (a factor of
-# 3 either way and leak 0.05; the simulators' wider one cost 0.010 nats at 262k tokens)
-TRAINING_OPTIONS = {"auto": {"perturb": 0.3, **NARROW_CONTROL}}
 
 
 def training_options(method: str, options: Mapping | None = None) -> dict:
-    """The options of `method` for a real training run: TRAINING_OPTIONS[method] under `options`."""
-    return {**TRAINING_OPTIONS.get(method, {}), **(options or {})}
+    """The options of `method` for a real training run: its training preset under `options`
+    (auto: AutoSettings' TRAINING, every option; the other methods: their defaults)."""
+    preset = AUTO_TRAINING.as_options() if method == AutoMixer.method else {}
+    return {**preset, **(options or {})}
 
 
-__all__ = ["create", "load", "training_options", "estimate_jacobian", "TRAINING_OPTIONS", "METHODS", "OnlineMixer", "Schedule",
+__all__ = ["create", "load", "training_options", "estimate_jacobian", "METHODS", "OnlineMixer", "Schedule",
            "Phase", "upweight", "AioliMixer", "AutoMixer", "DoReMiMixer", "StaticMixer", "StratifiedMixer"]
 
 

@@ -223,12 +223,13 @@ class OnlineMixer:
                 raise InputError(f"prior lies outside min_weights/max_weights at domains "
                                  f"{[self.domains[i] for i in np.flatnonzero(outside)]}")
             self._prior_given = True
-        unknown = sorted(set(options) - set(self.defaults))
+        defaults = self._defaults(options)
+        unknown = sorted(set(options) - set(defaults))
         if unknown:
-            known = ", ".join(sorted(self.defaults)) or "none"
+            known = ", ".join(sorted(defaults)) or "none"
             raise InputError(f"unknown option(s) {unknown} for method {self.method!r} (its options: {known}; "
                              f"all methods: min_weights, max_weights, objective)")
-        self.options = {**self.defaults, **options}
+        self.options = {**defaults, **options}
         self.rng = np.random.default_rng(self.seed)
         self.step = 0           # training steps consumed (told)
         self.round = 0          # tell() calls so far
@@ -237,6 +238,11 @@ class OnlineMixer:
         self._configure()
 
     # ---- hooks
+    def _defaults(self, options: Mapping) -> dict[str, Any]:
+        """The method's options with their defaults. A method whose defaults depend on the options
+        given (auto: its preset with a Jacobian) overrides this."""
+        return self.defaults
+
     def _configure(self) -> None:
         """Validate self.options and set up the initial state."""
 
