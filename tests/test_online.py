@@ -583,6 +583,14 @@ def test_simulator_transfer_kind_replaces_only_the_familys_transfer():
         S.make_model("powerlaw", 3, 1000, transfer="everything")
 
 
+
+def test_quick_suite_takes_one_of_the_given_settings_per_family():
+    """--quick with fewer than three --sizes: every family still gets one case, of a given size."""
+    cases = S.suite(quick=True, settings=[(3, 600, 0.0), (4, 800, 0.0)])
+    assert [case.family for case in cases] == list(S.FAMILIES)
+    assert {(case.K, case.steps) for case in cases} == {(3, 600), (4, 800)}
+
+
 def test_simulator_noise_scale_scales_the_observation_errors():
     model = _sim(K=3, steps=1000, noise=0.01).model
     errors = {}

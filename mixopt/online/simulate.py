@@ -445,7 +445,7 @@ def suite(quick: bool = False, seed: int = 0, min_gap: float = 0.01, settings=No
     settings = list(SUITE_SETTINGS if settings is None else settings)
     cases = []
     for index, family in enumerate(FAMILIES):
-        chosen = [settings[index % 3]] if quick else settings
+        chosen = [settings[index % len(settings)]] if quick else settings
         for K, steps, noise in chosen:
             for attempt in range(20):
                 case = Case(family, K, steps, noise, seed + attempt, transfer)
