@@ -77,6 +77,7 @@ DEFAULT_VAL_FRACTION = 0.05
 MIN_PIECE_BYTES = 1024
 MAX_PIECE_BYTES = 64 * 1024
 VAL_CANDIDATES_PER_TARGET = 4
+VAL_MIN_CANDIDATES = 12
 TASKS_IN_FLIGHT_PER_CPU = 2
 CANDIDATES_FILE = ".candidates.bin"
 
@@ -107,9 +108,26 @@ class Source:
         return np.array([u.measure for u in self.units], dtype=np.int64)
 
 
-def _piece_bytes(val_tokens: int) -> int:
-    wanted = max(val_tokens // 8, 1)
+def _expected_text_bytes(source: Source, need: int | None) -> int:
+    """A rough size of the text a source will yield (compressed files hold about 4 bytes of text
+    per byte; a token about 4 bytes): it sizes pieces and the candidate rate, never the result's
+    correctness."""
+    size = sum(u.measure * (4 if u.kind in ("jsonl.gz", "jsonl.zst") else 1) for u in source.units)
+    return int(size if need is None else min(size, 4 * need))
+
+
+def _piece_bytes(val_target_bytes: int) -> int:
+    """Pieces of about an eighth of the validation split, a power of two in [1 KiB, 64 KiB]."""
+    wanted = max(val_target_bytes // 8, 1)
     return min(max(1 << (wanted.bit_length() - 1), MIN_PIECE_BYTES), MAX_PIECE_BYTES)
+
+
+def _val_rate(val_fraction: float, val_target_bytes: int, piece_bytes: int, expected_bytes: int) -> float:
+    """The share of pieces drawn as validation candidates: enough for the split (several times
+    its target, and at least VAL_MIN_CANDIDATES pieces in expectation), at least val_fraction."""
+    pieces = max(expected_bytes / piece_bytes, 1.0)
+    wanted = max(VAL_CANDIDATES_PER_TARGET * val_target_bytes / max(expected_bytes, 1), VAL_MIN_CANDIDATES / pieces)
+    return float(min(0.5, max(val_fraction, wanted)))
 
 
 def _source_key(name: str, entry) -> dict:
@@ -397,10 +415,12 @@ class SourceRun:
         self.total_measure = int(measures.sum())
         self.tasks = chunk_tasks(unit_order(len(source.units), seed, source.label), measures, task_bytes)
         self.task_measures = [int(measures[t].sum()) for t in self.tasks]
-        need = sample.need_for(source.domain or "", source.role)
+        expected = _expected_text_bytes(source, sample.need_for(source.domain or "", source.role))
+        val_target = min(sample.val_tokens, int(val_fraction * expected)) if source.role == "train" else sample.val_tokens
+        piece_bytes = _piece_bytes(val_target)
         self.settings = PieceSettings(
-            piece_bytes=_piece_bytes(sample.val_tokens),
-            val_rate=1.0 if source.role == "eval" else _val_rate(val_fraction, sample.val_tokens, need),
+            piece_bytes=piece_bytes,
+            val_rate=1.0 if source.role == "eval" else _val_rate(val_fraction, val_target, piece_bytes, expected),
             domain=source.domain,
         )
         self.make_writer = make_writer
@@ -497,12 +517,6 @@ class SourceRun:
             tokens = np.array([writer.unit_tokens.get(int(u), 0) for u in mine], dtype=np.int64)
             strata.append(Stratum(tokens, measures[mine], float(measures[kinds == kind].sum()), int(self.kind_units[kind])))
         return estimate_total(strata)
-
-
-def _val_rate(val_fraction: float, val_tokens: int, need: int | None) -> float:
-    if need is None:
-        return val_fraction
-    return float(min(0.5, max(val_fraction, VAL_CANDIDATES_PER_TARGET * val_tokens / need)))
 
 
 # --------------------------------------------------------------------------------------------

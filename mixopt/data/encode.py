@@ -1,9 +1,10 @@
 """What one preparation task does: read a few units of a source, cut long documents into pieces,
 draw the validation candidates, tokenize in batches. Runs in a Ray worker (or in process).
 
-Pieces. A document longer than `piece_bytes` is cut at line boundaries (text; see
-prepare.cut_into_pieces) or every `piece_bytes // 4` ids (pre-tokenized), so that even a domain
-of a few long documents gets a fine-grained validation split. Each piece draws a number u in
+Pieces. A text document longer than `piece_bytes` is cut at line boundaries (see
+prepare.cut_into_pieces), so that even a domain of a few long documents gets a fine-grained
+validation split; pre-tokenized documents are cut only beyond TOKEN_PIECE_IDS ids (no text to cut
+at, and their ids are copied untouched). Each piece draws a number u in
 [0, 1) from a hash of (domain, document key, piece number): pieces with u < val_rate are
 validation candidates; the others stay in training, and consecutive training pieces of one
 document are joined again. The draw depends only on the text's identity, never on the machine,
@@ -26,6 +27,7 @@ from mixopt.data.readers import ReadSpec, Unit, read_text_unit, read_token_unit
 from mixopt.data.tokenizer import Tokenizer, TokenizerSpec, from_spec
 
 HASH_SCALE = float(1 << 64)
+TOKEN_PIECE_IDS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ def run_task(spec: ReadSpec, units: list[Unit], tokenizer_spec: TokenizerSpec, s
                 collector.add(domain, position, record.key, _text_pieces(record.text, settings.piece_bytes))
         _encode_pending(collector, tokenizer)
     else:
-        step = max(1, settings.piece_bytes // 4)
+        step = TOKEN_PIECE_IDS
         for position, unit in enumerate(units):
             for record in read_token_unit(unit, spec):
                 if len(record.ids) == 0:

@@ -49,7 +49,7 @@ TEXT_SUFFIXES = {
     ".parquet": "parquet", ".txt": "txt",
 }  # fmt: skip
 MIN_UNIT_BYTES = 1 << 20
-MAX_UNIT_BYTES = 16 << 20
+MAX_UNIT_BYTES = 4 << 20
 UNITS_PER_SOURCE = 256
 UNIT_TOKENS = 1 << 20
 READ_CHUNK = 1 << 20
@@ -170,7 +170,7 @@ def find_pretokenized(path: str, kind: str, where: str) -> list[InputFile]:
 
 
 def unit_bytes_for(total_bytes: int) -> int:
-    """Byte ranges of uncompressed JSON lines: about UNITS_PER_SOURCE per source, 1-16 MiB each."""
+    """Byte ranges of uncompressed JSON lines: about UNITS_PER_SOURCE per source, 1-4 MiB each."""
     return int(min(max(total_bytes // UNITS_PER_SOURCE, MIN_UNIT_BYTES), MAX_UNIT_BYTES))
 
 

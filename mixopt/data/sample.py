@@ -15,7 +15,10 @@ over the units read (t_u their tokens, m_u their measures, M the measure of ever
 the source's size times tokens per byte measured on the sample. Its standard error is that of a
 ratio estimator over a simple random sample of n of N units (Cochran, Sampling Techniques, 6.3):
     se(T) = N * sqrt((1 - n/N) / n) * s_e,   s_e^2 = sum((t_u - R m_u)^2) / (n - 1),
-which accounts for documents that resemble their neighbours in a unit. A source that mixes file
+which accounts for documents that resemble their neighbours in a unit. The interval rests on the
+sum over units being near normal: it holds when units hold many documents (MiB-sized units of
+JSON lines, row groups, files of a folder), and is too narrow when units hold a few documents
+of very unequal length. A source that mixes file
 formats is estimated per format (stratum) and the estimates added: at least 2 units of every
 format are read (or all of that format). The 95% interval uses Student's t with n - 1 degrees of
 freedom, and never goes below the tokens already read. At least MIN_SAMPLED_UNITS units are read
