@@ -9,7 +9,7 @@
 Trains one model per method -- stratified (uniform), static (the recommendation held), aioli (the
 paper's recipe, from uniform), auto (from the recommendation; autoJ: the same given the study's
 Jacobian of `mixopt jacobian`, --jacobian) -- with the same initialisation, data
-streams and token budget (mixopt.training.train_run), then compares the final held-out loss (mean
+streams and token budget (mixopt.large_run.train_run), then compares the final held-out loss (mean
 over domains, nats/token, on final_eval_tokens per domain; with several seeds, per seed and the
 mean over seeds). Each run's train_log.parquet and weights.png are in OUT/<method>/ (OUT/<method>/
 seed<k>/ with --seeds). Finished runs are reused. The last line is the summary.
@@ -25,10 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mixopt.config import load_train_config  # noqa: E402
 from mixopt.data.corpus import Corpus  # noqa: E402
-from mixopt.training import (align_weights, build_mixer, load_train_config, read_mixture, run_space,  # noqa: E402
-                             train_run)
-from mixopt.transfer import read_jacobian  # noqa: E402
+from mixopt.large_run import align_weights, build_mixer, run_space, train_run  # noqa: E402
+from mixopt.pipeline.results import Recommendation  # noqa: E402
+from mixopt.tools.jacobian import read_jacobian  # noqa: E402
 
 METHODS = ("stratified", "static", "aioli", "auto")
 
@@ -54,10 +55,11 @@ def main() -> None:
         options["auto"] = {**options.get("auto", {}), **args.auto}
         settings = settings.model_copy(update={"online": settings.online.model_copy(update={"options": options})})
     seeds = [settings.seed] if args.seeds is None else [int(s) for s in args.seeds.split(",")]
-    mix_domains, weights, study = read_mixture(args.mixture)
-    domains = settings.domains or mix_domains
-    prior = align_weights(weights, mix_domains, domains)
-    space = run_space(settings, domains, Corpus.open(settings.corpus, verify="size").tokens("train"), study)
+    recommendation = Recommendation.from_json(args.mixture, label="mixture")
+    domains = settings.domains or recommendation.domains
+    prior = align_weights(recommendation.proportions, recommendation.domains, domains)
+    space = run_space(settings, domains, Corpus.open(settings.corpus, verify="size").tokens("train"),
+                      recommendation.payload)
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS + ("autoJ",)]
     if unknown:
@@ -67,7 +69,8 @@ def main() -> None:
     jacobian = None if args.jacobian is None else read_jacobian(args.jacobian, domains)
     results: dict[str, list[float]] = {}
     started = time.time()
-    print(f"online real: {len(domains)} domains, {settings.steps} steps x {settings.model.batch_size * settings.model.seq_len} "
+    print(f"online real: {len(domains)} domains, {settings.steps} steps x "
+          f"{settings.model.batch_size * settings.model.seq_len} "
           f"tokens, preset {settings.model.preset}, {settings.threads} threads, seeds {seeds}", flush=True)
     for method in methods:
         for seed in seeds:

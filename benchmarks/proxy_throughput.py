@@ -6,7 +6,7 @@
 Two ways to train proxies of the same preset, batch, sequence length and precision (fp32 on CPU,
 bf16 autocast on CUDA), on the same data:
 
-- naive: a plain eager PyTorch loop that trains one model at a time (workers.train with
+- naive: a plain eager PyTorch loop that trains one model at a time (workers.proxies with
   packed=False: an nn.Module GPT, torch.optim.AdamW, clip_grad_norm_) in this process, with
   torch's default thread count (every core).
 - pool: what `mixopt recommend` runs: Ray tasks from workers.remote.submit_pack, each holding
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import logging
 import os
 import statistics
@@ -117,7 +116,7 @@ class MachineLoad:
 
 
 def run_naive(corpus, domains, mixture, spec) -> dict:
-    from workers.train import train_proxies
+    from workers.proxies import train_proxies
 
     load = MachineLoad()
     result = train_proxies(str(corpus), domains, mixture[None, :], [0], spec, threads=None, packed=False)[0]
@@ -169,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.compile in the pool: auto = as for a proxy run of the default recipe "
                              "(ProxySpec().tokens), which is what recommend does")
     parser.add_argument("--naive-compile", action="store_true", help="also torch.compile the naive loop")
-    parser.add_argument("--corpus", default=None, help="a prepared corpus, e.g. data/corpus (default: the test fixture corpus)")
+    parser.add_argument("--corpus", default=None,
+                        help="a prepared corpus, e.g. data/corpus (default: the test fixture corpus)")
     args = parser.parse_args(argv)
 
     import torch
@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         args.tasks = max(1, int(1 / args.gpus_per_task)) if on_cuda else max(1, int(cores // args.cpus_per_task))
 
     from workers.presets import load_preset
+    from workers.proxies import wants_compile
     from workers.spec import ProxySpec
-    from workers.train import wants_compile
 
     with tempfile.TemporaryDirectory(prefix="mixopt-bench-") as tmp:
         corpus = Path(args.corpus) if args.corpus else build_corpus(Path(tmp) / "corpus")

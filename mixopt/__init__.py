@@ -7,11 +7,11 @@
 No torch is imported here: the library is numpy, polars and LightGBM; torch lives in workers/.
 """
 
+from mixopt import online  # mixopt.online.create: the online mixers
 from mixopt.errors import ConfigError, DataError, InputError, MixoptError, StoreError, StudyError
 from mixopt.space import MixtureSpace
 from mixopt.study import Result, Study, optimize
 from mixopt.surrogate import fit
-from mixopt import online  # noqa: E402  (mixopt.online.create: the online mixers)
 
 __version__ = "0.1.0"
 

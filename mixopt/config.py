@@ -1,7 +1,13 @@
-"""Study configuration: YAML validated by pydantic, with one-line errors that name the field.
+"""Every configuration schema: YAML validated by pydantic, with one-line errors that name the field.
+
+    Config            a static study (`mixopt recommend` and its stages; configs/smoke.yaml, demo.yaml)
+    TrainSettings     one model under an online mixer (`mixopt train`; configs/train.yaml)
+    ValidateSettings  mixtures ranked at two scales (`mixopt validate`; configs/validate.yaml)
 
 Every section rejects unknown keys, NaN and infinities; numbers carry their ranges. Relative paths
 are resolved against the working directory of the command (on a Ray cluster, give shared paths).
+One module on purpose: every key a user can write in a YAML file is defined, with its range and
+meaning, in this one place.
 """
 
 from __future__ import annotations
@@ -206,7 +212,7 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     proxy: dict[str, Any] = Field(default_factory=dict)
-    """Fields of workers.train.ProxySpec (preset, tokens, batch_size, seq_len, lr, ...)."""
+    """Fields of workers.spec.ProxySpec (preset, tokens, batch_size, seq_len, lr, ...)."""
     study: StudyConfig = Field(default_factory=StudyConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
@@ -295,3 +301,109 @@ def proxy_spec(config: Config, source: str = "config"):
         return ProxySpec(**config.proxy)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{source}: proxy: {exc}") from None
+
+
+# -- mixopt train: one model under an online mixer ----------------------------------------------------
+class ModelSettings(Section):
+    preset: str | dict[str, Any] = "cpu-0.5m"
+    """A name in configs/presets.yaml or a dict of dims (n_layer, n_head, d_model, d_ff)."""
+    tokens: int = Field(default=1_048_576, gt=0)
+    """Training tokens of the run (rounded down to whole steps)."""
+    batch_size: int = Field(default=8, gt=0)
+    seq_len: int = Field(default=128, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
+    warmup: float = Field(default=0.1, ge=0, lt=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    final_lr: float = Field(default=0.1, ge=0, le=1)
+    weight_decay: float = Field(default=0.1, ge=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.95, ge=0, lt=1)
+    grad_clip: float = Field(default=1.0, ge=0)
+
+
+class EndPhase(Section):
+    """An end-of-training phase on a static mixture: the online mixture's prior with the named
+    domains' weights multiplied by their factors ("Does your data spark joy?")."""
+    fraction: float = Field(default=0.15, gt=0, lt=1)
+    upweight: dict[str, float] = Field(default_factory=dict)
+
+
+class OnlineSettings(Section):
+    method: str = "auto"
+    """The mixer of build_mixer when it is given no method (`mixopt train` always names one: --online,
+    static unless told otherwise)."""
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per-method options for mixopt.online.create, e.g. {auto: {rounds: 40}}, over the options of
+    real training (mixopt.online.training_options: gentler tilts for auto)."""
+    end_phase: EndPhase | None = None
+    max_epochs: float | None = Field(default=None, gt=0)
+    """How many times the run may read each domain's training tokens: the online mixers stay
+    below max_epochs * tokens_d / the run's tokens. None: the study's max_epochs (from --mixture),
+    else 4."""
+    min_weights: dict[str, float] = Field(default_factory=dict)
+    max_weights: dict[str, float] = Field(default_factory=dict)
+    """Per-domain bounds of the online mixers, on top of the study's (from --mixture)."""
+
+
+class TrainSettings(Section):
+    corpus: str = "data/corpus"
+    domains: list[str] | None = None
+    """Domains in order (default: those of --mixture, else every domain of the corpus)."""
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    online: OnlineSettings = Field(default_factory=OnlineSettings)
+    eval_tokens: int = Field(default=2048, gt=0)
+    """Held-out tokens per domain evaluated after every round (the same windows every time)."""
+    final_eval_tokens: int = Field(default=16384, gt=0)
+    """Held-out tokens per domain of the final evaluation."""
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=2, gt=0)
+    checkpoint: bool = True
+    """Write a checkpoint (model, optimizer, mixer, source) after every round."""
+
+    @property
+    def steps(self) -> int:
+        return self.model.tokens // (self.model.batch_size * self.model.seq_len)
+
+
+def parse_train_config(payload: Any, source: str = "train config") -> TrainSettings:
+    settings = validate_mapping(TrainSettings, payload, source)
+    if settings.steps < 1:
+        raise ConfigError(f"{source}: model.tokens must be at least batch_size * seq_len "
+                          f"({settings.model.batch_size * settings.model.seq_len})")
+    return settings
+
+
+def load_train_config(path: str | Path) -> TrainSettings:
+    return parse_train_config(read_yaml(path), source=str(path))
+
+
+# -- mixopt validate: the same mixtures at the proxy's scale and a larger one -------------------------
+class ScaleSettings(Section):
+    """A training recipe (the fields of workers.spec.ProxySpec)."""
+    preset: str | dict[str, Any] = "cpu-0.5m"
+    tokens: int = Field(default=262_144, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    seq_len: int = Field(default=128, gt=0)
+    lr: float = Field(default=3e-3, gt=0)
+    warmup: float = Field(default=0.1, ge=0, lt=1)
+    eval_tokens: int = Field(default=16_384, gt=0)
+    compile: bool | None = False
+
+
+class ValidateSettings(Section):
+    corpus: str = "data/corpus"
+    proxy: ScaleSettings = Field(default_factory=ScaleSettings)
+    large: ScaleSettings = Field(default_factory=lambda: ScaleSettings(
+        preset={"n_layer": 4, "n_head": 4, "d_model": 192, "d_ff": 576}, tokens=1_048_576, lr=2e-3))
+    random: int = Field(default=3, ge=0)
+    """Random Dirichlet(1) mixtures trained besides recommended, natural and uniform."""
+    seed: int = Field(default=0, ge=0)
+    threads: int = Field(default=2, gt=0)
+
+
+def parse_validate_config(payload: Any, source: str = "validate config") -> ValidateSettings:
+    return validate_mapping(ValidateSettings, payload, source)
+
+
+def load_validate_config(path: str | Path) -> ValidateSettings:
+    return parse_validate_config(read_yaml(path), source=str(path))

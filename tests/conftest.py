@@ -1,8 +1,20 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: one prepared fixture corpus and one local Ray cluster per session."""
 
 import logging
+from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session")
+def fixture_corpus(tmp_path_factory) -> Path:
+    """The committed fixture corpus (tests/fixtures/corpus: real text, every domain), prepared once
+    for the whole session. Tests read it; a test that damages a corpus prepares its own."""
+    from mixopt.data.prepare import prepare_corpus
+
+    directory = tmp_path_factory.mktemp("corpus") / "fixture"
+    prepare_corpus(directory, source="fixture")
+    return directory
 
 
 @pytest.fixture(scope="session")

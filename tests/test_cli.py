@@ -3,12 +3,11 @@ into exactly what `recommend` gives, --json / --quiet output, and bad input as e
 `error:` line.
 
 The stage tests run in-process on the real fixture corpus, store, study, surrogate and search;
-only the Ray proxy runner is replaced by a deterministic synthetic loss (Ray training is covered
-by test_pipeline_e2e.py and test_jobs.py)."""
+only the proxies are trained by another runner, given to `main` and `pipeline` in place of Ray: a
+deterministic synthetic loss (Ray training is covered by test_pipeline_e2e.py and test_jobs.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,8 +19,9 @@ import pytest
 import typer
 import yaml
 
-import mixopt.stages as stages
 from mixopt.cli import app, main
+from mixopt.data.corpus import Corpus
+from mixopt.pipeline.results import SampleResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,9 +39,8 @@ def command_paths(command=None, prefix=()) -> list[tuple[str, ...]]:
 def test_every_command_and_group_has_help(capsys):
     paths = command_paths()
     names = {p[-1] for p in paths if p}
-    assert {"recommend", "sample", "run", "fit", "propose", "export", "report", "data", "prepare"} <= names
-    if importlib.util.find_spec("mixopt.train_cli") is not None:
-        assert {"train", "jacobian", "validate"} <= names
+    assert {"recommend", "sample", "run", "fit", "propose", "export", "report", "data", "prepare",
+            "train", "jacobian", "validate"} <= names
     for path in paths:
         assert main([*path, "--help"]) == 0, path
         out = capsys.readouterr().out
@@ -64,7 +63,8 @@ def test_python_dash_m_and_bare_command_show_help():
 
 # -- stages ------------------------------------------------------------------------------------------
 class SyntheticRunner:
-    """Stands in for RayProxyRunner: per-domain losses that fall with the domain's own weight."""
+    """Trains no proxy: per-domain losses that fall with the domain's own weight (the runner
+    protocol of mixopt.pipeline.runner.RayProxyRunner)."""
 
     def __init__(self, domains):
         self.domains = domains
@@ -79,19 +79,10 @@ class SyntheticRunner:
                           "tokens": 1000, "seconds": 0.01, "attempt": 1})
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    from mixopt.data.prepare import prepare_corpus
-
-    directory = tmp_path_factory.mktemp("corpus") / "fixture"
-    prepare_corpus(directory, source="fixture")
-    return directory
-
-
 @pytest.fixture
-def config_path(tmp_path, corpus) -> Path:
+def config_path(tmp_path, fixture_corpus) -> Path:
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
-    config["data"] = {"corpus": str(corpus)}
+    config["data"] = {"corpus": str(fixture_corpus)}
     config["study"].update(proxies=8, rounds=2, noise_repeats=2)
     config["surrogate"] = {"kind": "linear"}
     config["search"] = {"candidates": 2000, "top_k": 20}
@@ -101,27 +92,18 @@ def config_path(tmp_path, corpus) -> Path:
 
 
 @pytest.fixture
-def fake_ray(monkeypatch):
-    runners = []
-
-    def runner(ctx, reporter):
-        if ctx.runner is None:
-            ctx.runner = SyntheticRunner(ctx.domains)
-            runners.append(ctx.runner)
-        return ctx.runner
-
-    monkeypatch.setattr(stages, "_runner", runner)
-    return runners
+def runner(fixture_corpus) -> SyntheticRunner:
+    return SyntheticRunner(Corpus.open(fixture_corpus).domains)     # the config trains every domain
 
 
-def run_json(capsys, *args) -> dict:
-    code = main([*args, "--json"])
+def run_json(capsys, *args, runner=None) -> dict:
+    code = main([*args, "--json"], runner=runner)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return json.loads(captured.out)
 
 
-def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, fake_ray, capsys):
+def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, runner, capsys):
     cfg = ["--config", str(config_path)]
     staged = tmp_path / "staged"
     out = ["--out", str(staged)]
@@ -133,9 +115,9 @@ def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, fake_ra
     # sampling again without training proposes the same mixtures (deterministic replay)
     assert run_json(capsys, "sample", *cfg, *out)["mixtures"] == first["mixtures"]
 
-    trained = run_json(capsys, "run", *cfg, *out)
+    trained = run_json(capsys, "run", *cfg, *out, runner=runner)
     assert trained["trained"] == 4 and trained["ok"] == 4 and not trained["complete"]
-    assert run_json(capsys, "run", *cfg, *out)["trained"] == 0          # resumable: nothing twice
+    assert run_json(capsys, "run", *cfg, *out, runner=runner)["trained"] == 0          # resumable: nothing twice
 
     # a partial study can be fitted but not proposed from
     assert run_json(capsys, "fit", *cfg, *out)["complete"] is False
@@ -145,11 +127,11 @@ def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, fake_ra
     second = run_json(capsys, "sample", *cfg, *out)
     assert second["round"] == 1 and second["pending"] == 4
     assert {m["run_id"] for m in second["mixtures"]}.isdisjoint(m["run_id"] for m in first["mixtures"])
-    run_json(capsys, "run", *cfg, *out)
+    run_json(capsys, "run", *cfg, *out, runner=runner)
     noise = run_json(capsys, "sample", *cfg, *out)
     assert noise["round"] == -1 and noise["pending"] == 2
     assert all(m["seed"] == 1000 for m in noise["mixtures"])
-    assert run_json(capsys, "run", *cfg, *out)["complete"] is True
+    assert run_json(capsys, "run", *cfg, *out, runner=runner)["complete"] is True
     assert run_json(capsys, "sample", *cfg, *out) == {"complete": True, "path": None, "pending": 0, "mixtures": []}
     assert not (staged / "proposed.parquet").exists()
 
@@ -163,17 +145,17 @@ def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, fake_ra
 
     # the whole pipeline in one command, in a fresh directory
     whole = tmp_path / "whole"
-    recommended = run_json(capsys, "recommend", *cfg, "--out", str(whole))
+    recommended = run_json(capsys, "recommend", *cfg, "--out", str(whole), runner=runner)
     assert recommended["weights"] == proposal["weights"]
     assert recommended["predicted_loss"] == proposal["predicted_loss"]
     assert json.loads((staged / "recommendation.json").read_text())["weights"] == proposal["weights"]
     ids = lambda d: sorted(pl.read_parquet(d / "runs.parquet")["run_id"].to_list())  # noqa: E731
     assert ids(staged) == ids(whole) and len(ids(whole)) == 10
 
-    # a resumed recommend trains nothing and starts no runner
-    calls = sum(r.calls for r in fake_ray)
-    assert run_json(capsys, "recommend", *cfg, "--out", str(whole))["weights"] == proposal["weights"]
-    assert sum(r.calls for r in fake_ray) == calls
+    # a resumed recommend trains nothing: the runner is not called
+    calls = runner.calls
+    assert run_json(capsys, "recommend", *cfg, "--out", str(whole), runner=runner)["weights"] == proposal["weights"]
+    assert runner.calls == calls
 
     # --quiet prints the result only; export and report speak JSON too
     assert main(["sample", *cfg, *out, "--quiet"]) == 0
@@ -185,17 +167,18 @@ def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, fake_ra
     assert capsys.readouterr().out.strip() == str(staged / "mixture.yaml")
 
 
-def test_pipeline_stage_api_is_typed_and_idempotent(tmp_path, config_path, fake_ray):
+def test_pipeline_stage_api_is_typed_and_idempotent(tmp_path, config_path, runner):
     from mixopt import pipeline
 
     out = tmp_path / "study"
     first = pipeline.sample(config_path, out)
-    assert isinstance(first, stages.SampleResult) and first.frame().height == 4
+    assert isinstance(first, SampleResult) and first.frame().height == 4
     assert isinstance(first.frame(), pl.DataFrame)
-    rec = pipeline.recommend(config_path, out)
+    rec = pipeline.recommend(config_path, out, runner=runner)
     assert isinstance(rec.runs(), pl.DataFrame) and rec.runs().height == 10
-    again = pipeline.recommend(config_path, out)
-    assert again.weights.tolist() == rec.weights.tolist() and again.runs().height == 10
+    calls = runner.calls
+    again = pipeline.recommend(config_path, out, runner=runner)          # resumed: nothing left to train
+    assert again.weights.tolist() == rec.weights.tolist() and again.runs().height == 10 and runner.calls == calls
     loaded = pipeline.load(out)
     assert loaded.weights.tolist() == rec.weights.tolist()
     mixer = pipeline.online_mixer(rec, method="static", steps=10)

@@ -48,11 +48,6 @@ def file_states(directory: Path) -> dict[str, tuple[int, str]]:
     }
 
 
-@pytest.fixture(scope="module")
-def fixture_corpus(tmp_path_factory):
-    return prepare_corpus(tmp_path_factory.mktemp("corpus"), source="fixture")
-
-
 # ----------------------------------------------------------------------------------------------
 # The committed fixture
 # ----------------------------------------------------------------------------------------------
@@ -84,8 +79,7 @@ def test_fixture_dir_is_found_from_any_working_directory(tmp_path, monkeypatch):
 
 
 def test_fixture_corpus_has_expected_domains_manifest_and_tokens(fixture_corpus):
-    corpus = fixture_corpus.corpus
-    assert fixture_corpus.did_work
+    corpus = Corpus.open(fixture_corpus)
     assert corpus.domains == FIXTURE_DOMAINS
     manifest = pl.read_parquet(corpus.directory / MANIFEST_NAME)
     assert dict(manifest.schema) == MANIFEST_COLUMNS
@@ -104,7 +98,7 @@ def test_fixture_corpus_has_expected_domains_manifest_and_tokens(fixture_corpus)
 
 
 def test_shards_decode_back_to_the_fixture_text(fixture_corpus):
-    corpus = fixture_corpus.corpus
+    corpus = Corpus.open(fixture_corpus)
     for domain in FIXTURE_DOMAINS:
         texts = fixture_texts(domain)
         train, val = shard_bytes(corpus, domain, "train"), shard_bytes(corpus, domain, "val")
@@ -400,7 +394,8 @@ def test_dialogue_extractor_reads_the_wheel(tmp_path):
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("chitchat_dataset/dataset.json", json.dumps({"c1": conversation}))
         archive.writestr("chitchat_dataset/__init__.py", "")
-    assert list(sources.DOMAINS["dialogue"].documents([wheel])) == [("c1", "A: Hello there how are you?\nB: Fine, thanks\n")]
+    documents = list(sources.DOMAINS["dialogue"].documents([wheel]))
+    assert documents == [("c1", "A: Hello there how are you?\nB: Fine, thanks\n")]
 
 
 def test_metamath_proofs_are_elided_but_comments_kept():
@@ -431,9 +426,11 @@ def test_email_text_keeps_subject_and_text_parts():
 
 
 def test_html_gutenberg_and_language_cleaning():
-    page = '<html><head><title>T</title></head><body><ul class="docnav"><li>Prev</li></ul><h1>Titre</h1><p>Un  &amp; deux</p></body></html>'
+    page = ('<html><head><title>T</title></head><body><ul class="docnav"><li>Prev</li></ul>'
+            "<h1>Titre</h1><p>Un  &amp; deux</p></body></html>")
     assert sources.html_to_text(page) == "Titre\nUn & deux"
-    book = "Intro\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nTo be.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence"
+    book = ("Intro\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nTo be.\n"
+            "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence")
     assert sources.strip_gutenberg(book).strip() == "To be."
     mixed = "Le paquet est installé.\nThe package is installed and ready to use.\nDer Dienst läuft."
     assert sources.drop_english_lines(mixed) == "Le paquet est installé.\nDer Dienst läuft."
@@ -473,7 +470,7 @@ def test_default_source_is_idempotent_without_network(tmp_path, monkeypatch):
 
 
 def test_prepare_json_records_settings(fixture_corpus):
-    record = json.loads((fixture_corpus.corpus.directory / PREPARE_NAME).read_text())
+    record = json.loads((fixture_corpus / PREPARE_NAME).read_text())
     assert record["source"] == "fixture" and record["tokenizer"] == "bytes"
     assert record["val_fraction"] == 0.05 and record["domains"] == FIXTURE_DOMAINS
     assert len(record["inputs"]) == 64 and record["document_end_byte"] == DOCUMENT_END[0]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mixopt import DataError, InputError
-from mixopt.export import (
+from mixopt.tools.export import (
     export_recommendation,
     hf_interleave_spec,
     megatron_data_path,
@@ -27,7 +27,7 @@ WEIGHTS = [0.4123456789, 0.3, 0.1876543211, 0.1, 0.0]   # legal: zero weight
 
 
 def payload(domains=DOMAINS, weights=WEIGHTS, **extra) -> dict:
-    """The fields of recommendation.json that exports read (see mixopt.recommend.recommendation_payload)."""
+    """The fields of recommendation.json that exports read (see mixopt.pipeline.results.recommendation_payload)."""
     return {
         "domains": list(domains),
         "weights": list(weights),

@@ -1,5 +1,5 @@
-"""The large-run integration: batch source, training loop under a mixer, resume, Ray mixer actor,
-`mixopt train` / `mixopt validate` command functions. Real torch training on the fixture corpus."""
+"""The large run: batch source, training loop under a mixer, resume, Ray mixer actor, the `mixopt train`
+command. Real torch training on the fixture corpus."""
 
 from __future__ import annotations
 
@@ -12,22 +12,18 @@ import polars as pl
 import pytest
 
 from mixopt import online
+from mixopt.config import parse_train_config
 from mixopt.errors import ConfigError, InputError
-from mixopt.training import (MixtureBatchSource, RemoteMixer, build_mixer, mixer_actor, parse_train_config,
-                             run_space, train_run)
-from mixopt.validate import candidate_mixtures, parse_validate_config, run_validate, spearman
+from mixopt.large_run import RemoteMixer, build_mixer, mixer_actor, run_space, train_run
+from workers.data import MixtureBatchSource
 
 DOMAINS = ["code", "docs", "legal"]
 TINY = {"n_layer": 1, "n_head": 2, "d_model": 32, "d_ff": 64}
 
 
 @pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    from mixopt.data.prepare import prepare_corpus
-
-    out = tmp_path_factory.mktemp("corpus") / "corpus"
-    prepare_corpus(out, source="fixture")
-    return str(out)
+def corpus_dir(fixture_corpus) -> str:
+    return str(fixture_corpus)
 
 
 def _settings(corpus_dir, steps=24, **extra):
@@ -95,7 +91,8 @@ def test_train_run_logs_the_schema_the_report_reads(corpus_dir, tmp_path):
     mixer = build_mixer(settings, DOMAINS, prior=[0.6, 0.2, 0.2], method="auto", space=space)
     result = train_run(settings, DOMAINS, mixer, tmp_path / "run")
     log = pl.read_parquet(tmp_path / "run" / "train_log.parquet")
-    for column in ["step", "tokens", "phase", "train_loss"] + [f"w_{d}" for d in DOMAINS] + [f"loss_{d}" for d in DOMAINS]:
+    for column in ["step", "tokens", "phase", "train_loss", *(f"w_{d}" for d in DOMAINS),
+                   *(f"loss_{d}" for d in DOMAINS)]:
         assert column in log.columns
     assert log["step"].to_list()[-1] == settings.steps
     weights = log.select([f"w_{d}" for d in DOMAINS]).to_numpy()
@@ -226,10 +223,10 @@ def test_train_command_rejects_bad_input(corpus_dir, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from mixopt.train_cli import train_command
+    from mixopt.cli.large_run import train
 
     app = typer.Typer()
-    app.command()(train_command)
+    app.command()(train)
     config = tmp_path / "train.yaml"
     config.write_text(json.dumps({"corpus": corpus_dir, "model": {"preset": TINY, "tokens": 4096}}))
     result = CliRunner().invoke(app, ["--config", str(config), "--online", "bogus", "--out", str(tmp_path / "o")])
@@ -243,7 +240,8 @@ def test_train_command_rejects_bad_input(corpus_dir, tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"domains": DOMAINS, "weights": [0.5, 0.3, 0.2]}))
     jacobian = tmp_path / "jacobian.json"
-    jacobian.write_text(json.dumps({"format": "mixopt-jacobian/1", "domains": DOMAINS, "jacobian": (-np.eye(3)).tolist()}))
+    jacobian.write_text(json.dumps({"format": "mixopt-jacobian/1", "domains": DOMAINS,
+                                    "jacobian": (-np.eye(3)).tolist()}))
     result = CliRunner().invoke(app, ["--config", str(config), "--mixture", str(good), "--online", "static",
                                       "--jacobian", str(jacobian), "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, InputError) and "only the auto mixer" in str(result.exception)
@@ -251,10 +249,11 @@ def test_train_command_rejects_bad_input(corpus_dir, tmp_path):
 
 
 # ------------------------------------------------------------------ Ray: one mixer, two workers
+@pytest.mark.slow    # starts its own Ray cluster
 def test_two_workers_share_one_named_mixer_actor():
     import ray
 
-    from mixopt.runner import init_ray
+    from mixopt.pipeline.runner import init_ray
 
     init_ray(num_cpus=1)
     try:
@@ -300,7 +299,7 @@ def test_mixer_service_passes_on_the_steps_its_workers_trained():
     """Workers that evaluate on their own interval tell the steps they trained; they must agree."""
     import asyncio
 
-    from mixopt.training import MixerService
+    from mixopt.large_run import MixerService
 
     async def scenario():
         service = MixerService(online.create("auto", domains=DOMAINS, steps=100, seed=0).state_dict(), workers=2)
@@ -322,110 +321,3 @@ def test_mixer_service_passes_on_the_steps_its_workers_trained():
     mixer, single = asyncio.run(scenario())
     assert mixer.step == 7 and mixer.round == 2
     assert single.step == 100 and single.done
-
-
-# ------------------------------------------------------------------ validate
-def test_candidates_and_spearman():
-    names, rows = candidate_mixtures(DOMAINS, np.array([0.5, 0.3, 0.2]), {"natural_weights": [1, 1, 2]}, k=2, seed=0)
-    assert names == ["recommended", "natural", "uniform", "random-1", "random-2"]
-    np.testing.assert_allclose(rows.sum(axis=1), 1.0)
-    np.testing.assert_allclose(rows[1], [0.25, 0.25, 0.5])
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    with pytest.raises(ConfigError, match="random"):
-        parse_validate_config({"random": -1})
-
-
-def test_validate_ranks_mixtures_at_two_scales_and_reuses_finished_work(corpus_dir, tmp_path):
-    mixture = tmp_path / "recommendation.json"
-    mixture.write_text(json.dumps({"domains": DOMAINS, "weights": [0.5, 0.3, 0.2], "natural_weights": [1, 1, 1]}))
-    scale = {"preset": TINY, "tokens": 20 * 4 * 32, "batch_size": 4, "seq_len": 32, "eval_tokens": 256}
-    settings = parse_validate_config({"corpus": corpus_dir, "proxy": scale,
-                                      "large": {**scale, "preset": {**TINY, "d_model": 48}}, "random": 1, "threads": 1})
-    result = run_validate(settings, mixture, tmp_path / "v")
-    table = result["table"]
-    assert [row["name"] for row in table] == ["recommended", "natural", "uniform", "random-1"]
-    for s in ("proxy", "large"):
-        assert sorted(row[f"{s}_rank"] for row in table) == [1, 2, 3, 4]
-        best = min(table, key=lambda row: row[f"{s}_loss"])
-        assert best[f"{s}_rank"] == 1
-    assert -1.0 <= result["spearman_proxy_large"] <= 1.0
-    frame = pl.read_parquet(tmp_path / "v" / "validate.parquet")
-    assert frame.height == 8 and set(frame["scale"]) == {"proxy", "large"}
-    assert "Spearman" in (tmp_path / "v" / "validate.md").read_text()
-    logged = []
-    again = run_validate(settings, mixture, tmp_path / "v", log=logged.append)
-    assert sum("finished already" in line for line in logged) == 2
-    assert again["table"] == table
-    (tmp_path / "v" / "scale_proxy.json").write_text('{"key": ', encoding="utf-8")   # a damaged cache
-    logged.clear()
-    redone = run_validate(settings, mixture, tmp_path / "v", log=logged.append)
-    assert [line.split(":")[0] for line in logged if "finished already" in line] == ["large"]
-    assert redone["table"] == table
-
-
-# ------------------------------------------------------------------ mixopt jacobian
-def _study_dir(corpus_dir, tmp_path, proxies=8):
-    """A finished study's files: recommendation.json (a tiny proxy recipe) and runs.parquet."""
-    from mixopt.store import RunStore
-
-    rng = np.random.default_rng(0)
-    X = rng.dirichlet(np.ones(3), size=proxies)
-    losses = 3.0 - X @ np.array([[0.6, 0.2, 0.0], [0.0, 0.5, 0.1], [0.1, 0.0, 0.7]]) + 0.01 * rng.standard_normal((proxies, 3))
-    RunStore(tmp_path / "runs.parquet", DOMAINS).append([
-        {"run_id": f"r{i}", "status": "ok" if i < proxies - 1 else "diverged",
-         **{f"w_{d}": float(X[i, j]) for j, d in enumerate(DOMAINS)},
-         **{f"loss_{d}": float(losses[i, j]) for j, d in enumerate(DOMAINS)}} for i in range(proxies)])
-    recipe = {"preset": TINY, "tokens": 16 * 4 * 32, "batch_size": 4, "seq_len": 32, "lr": 3e-3, "eval_tokens": 256,
-              "device": "cpu"}
-    mixture = tmp_path / "recommendation.json"
-    mixture.write_text(json.dumps({"domains": DOMAINS, "weights": [0.5, 0.3, 0.2], "proxy": recipe,
-                                   "corpus": {"directory": corpus_dir}}))
-    return mixture
-
-
-def test_jacobian_of_a_study_reaches_auto_in_the_run_domains_order(corpus_dir, tmp_path):
-    """`mixopt jacobian` trains proxies on the recommendation at the study's length and half of it
-    (longer lowers every domain's loss), fits the study's finished runs, writes jacobian.json with
-    p . J[:, j] = the rate along the length; `mixopt train --jacobian` hands it to auto reordered
-    to the run's domains, and to no other mixer."""
-    from mixopt.transfer import read_jacobian, study_jacobian
-
-    mixture = _study_dir(corpus_dir, tmp_path)
-    result = study_jacobian(mixture, threads=1)
-    assert result["proxies"] == 7 and result["path"] == str(tmp_path / "jacobian.json")
-    along = np.array(result["along"])
-    assert np.all(along < 0)
-    J = np.array(result["jacobian"])
-    np.testing.assert_allclose(np.array([0.5, 0.3, 0.2]) @ J, along, rtol=1e-9, atol=1e-12)
-    order = ["legal", "code", "docs"]
-    reordered = read_jacobian(tmp_path / "jacobian.json", order)
-    np.testing.assert_allclose(reordered, J[np.ix_([2, 0, 1], [2, 0, 1])])
-    mixer = build_mixer(_settings(corpus_dir), order, None, method="auto", jacobian=reordered)
-    np.testing.assert_allclose(mixer.jacobian, reordered)
-    with pytest.raises(InputError, match="only the auto mixer"):
-        build_mixer(_settings(corpus_dir), order, None, method="static", jacobian=reordered)
-    with pytest.raises(InputError, match="domains"):
-        read_jacobian(tmp_path / "jacobian.json", ["code", "docs"])
-    (tmp_path / "other.json").write_text(json.dumps({"domains": DOMAINS, "jacobian": J.tolist()}))
-    with pytest.raises(InputError, match="not a `mixopt jacobian` file"):
-        read_jacobian(tmp_path / "other.json", DOMAINS)
-    logged = []
-    again = study_jacobian(mixture, threads=1, log=logged.append)
-    assert any("already" in line for line in logged) and not any("proxies on the recommendation at" in line for line in logged)
-    assert again["losses"] == result["losses"] and again["jacobian"] == result["jacobian"]
-    fresh = study_jacobian(mixture, threads=1, repeats=1, log=logged.append)
-    assert any("proxies on the recommendation at" in line for line in logged) and len(fresh["losses"]["full"]) == 1
-
-
-def test_jacobian_needs_a_study_with_enough_finished_runs(corpus_dir, tmp_path):
-    from mixopt.transfer import study_jacobian
-
-    mixture = _study_dir(corpus_dir, tmp_path, proxies=5)
-    with pytest.raises(InputError, match="4 finished proxies"):
-        study_jacobian(mixture, threads=1)
-    (tmp_path / "runs.parquet").unlink()
-    with pytest.raises(InputError, match="runs.parquet"):
-        study_jacobian(mixture, threads=1)
-    with pytest.raises(InputError, match="repeats"):
-        study_jacobian(mixture, repeats=0)

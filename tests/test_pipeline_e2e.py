@@ -50,7 +50,8 @@ def check_outputs(out: Path, config: dict) -> tuple[dict, pl.DataFrame]:
     expected_rows = config["study"]["proxies"] + config["study"]["noise_repeats"]
     finished = runs.filter(pl.col("status") == "ok")
     assert finished["run_id"].n_unique() == expected_rows
-    for column in [f"w_{d}" for d in domains] + [f"loss_{d}" for d in domains] + ["seed", "preset", "tokens", "seconds", "status"]:
+    for column in [*(f"w_{d}" for d in domains), *(f"loss_{d}" for d in domains),
+                   "seed", "preset", "tokens", "seconds", "status"]:
         assert column in runs.columns
     losses = finished.select([f"loss_{d}" for d in domains]).to_numpy()
     assert np.all(np.isfinite(losses)) and np.all(losses > 0) and np.all(losses < np.log(256) + 1)

@@ -17,15 +17,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-import mixopt.recommend as recommend
+import mixopt.pipeline.results as results
 import mixopt.surrogate as surrogates
 from mixopt import DataError, MixtureSpace, Study
 from mixopt.config import Config
 from mixopt.io import atomic_write_json
-from mixopt.report import load_study, plot_cv, response_mixtures, spearman, write_report
-from mixopt.runner import result_row
-from mixopt.store import RunStore, recipe_hash, run_key
+from mixopt.pipeline.context import NOISE_ROUND
+from mixopt.pipeline.runner import result_row
+from mixopt.pipeline.store import RunStore, recipe_hash, run_key
+from mixopt.stats import spearman
 from mixopt.surrogate import LightGBMSurrogate
+from mixopt.tools.report import load_study, response_mixtures, write_report
+from mixopt.tools.report.plots import plot_cv
 
 DOMAINS = ["web", "code", "books", "math"]
 TOKENS = [4e9, 1e9, 5e8, 2e8]              # with target 1e10 and 4 epochs: caps 1, 0.4, 0.2, 0.08
@@ -63,7 +66,7 @@ def synthetic_losses(X: np.ndarray, seed: int = 0) -> np.ndarray:
 def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: int = 2, rounds: int = 2,
                surrogate: str = "lightgbm", online: bool = False, metric: str = "loss") -> dict:
     """A study directory as `mixopt recommend` leaves it: runs.parquet, surrogate/, recommendation.json
-    (from mixopt.recommend.recommendation_payload), and train_log.parquet when online=True."""
+    (from mixopt.pipeline.results.recommendation_payload), and train_log.parquet when online=True."""
     directory.mkdir(parents=True, exist_ok=True)
     started = time.time()
     space = MixtureSpace(DOMAINS, TOKENS, target_tokens=1e10, max_epochs=4.0)
@@ -104,13 +107,13 @@ def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: 
             study.tell(X, train(X, 0, round_index, failures=fail if round_index == 0 else 0))
             round_index += 1
         if noise_repeats:
-            train(first[:noise_repeats], 1000, recommend.NOISE_ROUND)
+            train(first[:noise_repeats], 1000, NOISE_ROUND)
         result = study.recommend()
     surrogate_info = result.surrogate.save(directory / "surrogate")
-    noise = recommend.noise_report(store, space, result.objective, metric, 0)
+    noise = results.noise_report(store, space, result.objective, metric, 0)
     corpus = SimpleNamespace(directory=directory / "corpus", version="test-v1")
-    with mock.patch.object(recommend, "proxy_spec", lambda _config: spec):
-        payload = recommend.recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started)
+    with mock.patch.object(results, "proxy_spec", lambda _config: spec):
+        payload = results.recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started)
     atomic_write_json(directory / "recommendation.json", payload)
     if online:
         write_train_log(directory / "train_log.parquet")
@@ -120,7 +123,8 @@ def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: 
 def write_train_log(path: Path, steps: int = 2000, every: int = 50) -> None:
     """A train_log.parquet as the online training command writes it."""
     step = np.arange(0, steps + 1, every)
-    drift = np.stack([np.zeros_like(step, dtype=float), step / steps, 0.6 * np.sin(step / 300.0), -step / steps], axis=1)
+    drift = np.stack([np.zeros_like(step, dtype=float), step / steps, 0.6 * np.sin(step / 300.0), -step / steps],
+                     axis=1)
     logits = np.log([0.55, 0.2, 0.15, 0.1]) + drift
     weights = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     table = {"step": step, "tokens": step * 16 * 256, "phase": np.where(step < 400, "warmup", "adapt")}
@@ -174,7 +178,8 @@ def test_report_embeds_every_static_plot_as_a_real_png(study_dir, report):
 
 def test_report_states_the_scores_the_recommendation_and_the_noise(study_dir, report):
     text = report.read_text()
-    match = re.search(r"Spearman ρ = (-?[\d.]+), RMSE = ([\d.e-]+) nats/token, against a spread \(std\) of ([\d.e-]+)", text)
+    match = re.search(r"Spearman ρ = (-?[\d.]+), RMSE = ([\d.e-]+) nats/token, "
+                      r"against a spread \(std\) of ([\d.e-]+)", text)
     assert match, "the CV caption lacks its scores"
     rho, rmse, spread = map(float, match.groups())
     study = load_study(study_dir)
@@ -279,10 +284,3 @@ def test_response_mixtures_rescale_the_other_domains_proportionally():
     np.testing.assert_allclose(mixtures[1], base)
     np.testing.assert_allclose(mixtures[0], [0.5 / 0.7, 0.0, 0.2 / 0.7])
     np.testing.assert_allclose(mixtures[2, [0, 2]] / mixtures[2, [0, 2]].sum(), [0.5 / 0.7, 0.2 / 0.7])
-
-
-def test_spearman_matches_the_textbook_values():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # scipy.stats.spearmanr
-    assert np.isnan(spearman([1, 1, 1], [1, 2, 3]))

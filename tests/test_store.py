@@ -4,7 +4,7 @@ import pytest
 
 from mixopt.errors import StoreError
 from mixopt.io import atomic_write_json, json_ready, read_reusable_json
-from mixopt.store import RunStore, run_key
+from mixopt.pipeline.store import RunStore, run_key
 
 
 def row(run_id, status="ok", loss=1.0):

@@ -5,30 +5,27 @@ Tiny specs (few dozen steps, short sequences) on three domains of the committed 
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from mixopt.data.corpus import Corpus
-from mixopt.data.prepare import prepare_corpus
 from workers.data import MixtureSampler, batch_counts, eval_windows
+from workers.loop import lr_factor
 from workers.model import GPT, PackedGPT, init_state
 from workers.presets import ModelConfig, load_preset
+from workers.proxies import train_proxies
 from workers.spec import ProxySpec
-from workers.train import lr_factor, train_proxies
 
 DOMAINS = ["code", "legal", "speeches"]
 TINY = {"n_layer": 1, "n_head": 2, "d_model": 32, "d_ff": 64}
 
 
-@pytest.fixture(scope="session")
-def corpus_dir(tmp_path_factory):
-    """Three domains of the committed fixture corpus (real text: code, legal, prose)."""
-    directory = tmp_path_factory.mktemp("corpus") / "fixture"
-    prepare_corpus(directory, source="fixture", domains=DOMAINS)
-    return str(directory)
+@pytest.fixture(scope="module")
+def corpus_dir(fixture_corpus) -> str:
+    """The committed fixture corpus (real text); the tests train on three of its domains."""
+    return str(fixture_corpus)
 
 
 def tiny_spec(**changes) -> ProxySpec:

@@ -1,4 +1,9 @@
-"""Which training windows a proxy sees, and the held-out windows every proxy is scored on.
+"""Which training windows a model sees, and the held-out windows every model is scored on.
+
+    MixtureSampler       a proxy's batches: one fixed mixture, every step's counts known up front
+    MixtureBatchSource   the large run's batches: proportions that change while it trains (a
+                         torch IterableDataset), JSON state for resuming
+Both follow the scheme below and share its rounding (systematic_counts).
 
 Sampling scheme (common random numbers). For a proxy with seed s and mixture w over K domains,
 training step t takes B = batch_size windows of seq_len + 1 tokens:
@@ -28,11 +33,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
+from torch.utils.data import IterableDataset
 
 from mixopt.data.corpus import Corpus, TokenStream
+from mixopt.errors import DataError, InputError
 
 GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # 1 / phi
 _OFFSET_STREAM = 0x0FF5E7
@@ -56,14 +64,20 @@ def domain_key(domain: str) -> int:
     return zlib.crc32(domain.encode("utf-8"))
 
 
-def batch_counts(weights: np.ndarray, batch_size: int, steps: int, seed: int) -> np.ndarray:
-    """Rows per domain at every step: (steps, K) int64, each row summing to batch_size."""
+def systematic_counts(weights: np.ndarray, batch_size: int, steps: np.ndarray, seed: int) -> np.ndarray:
+    """Rows per domain at each of `steps` (step indices from 0): (len(steps), K) int64, each row
+    summing to batch_size (the rounding of the module docstring, offsets u_t from the seed)."""
     u0 = np.random.default_rng([int(seed), _OFFSET_STREAM]).random()
-    offsets = np.mod(u0 + GOLDEN * np.arange(steps, dtype=np.float64), 1.0)           # (steps,)
+    offsets = np.mod(u0 + GOLDEN * np.asarray(steps, dtype=np.float64), 1.0)         # (steps,)
     cumulative = batch_size * np.concatenate([[0.0], np.cumsum(weights)])             # (K + 1,)
     cumulative[-1] = batch_size                                                       # exact end
     edges = np.floor(cumulative[None, :] + offsets[:, None]).astype(np.int64)         # (steps, K+1)
     return np.diff(edges, axis=1)
+
+
+def batch_counts(weights: np.ndarray, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """Rows per domain at every step of a run of `steps` steps: (steps, K) int64."""
+    return systematic_counts(weights, batch_size, np.arange(steps), seed)
 
 
 class MixtureSampler:
@@ -91,6 +105,78 @@ class MixtureSampler:
                 rows.append(self.streams[j].windows(self.uniforms[j][k : k + n], self.length))
                 self.cursor[j] = k + n
         return np.concatenate(rows, axis=0, out=out)
+
+
+class MixtureBatchSource(IterableDataset):
+    """Batches of `batch_size` windows of `seq_len + 1` tokens drawn from the domains' train
+    shards in proportions that may change while iterating (a PyTorch IterableDataset; use it with
+    DataLoader(source, batch_size=None) or iterate it directly).
+
+    Step t gives each domain systematic_counts(current weights, t) rows, the k-th window of domain
+    j starting at a uniform from domain j's own random stream (seed, domain): the scheme of the
+    module docstring, applied to whatever the proportions are at step t. Two runs with the same
+    seed see the same windows of a domain in the same order, whatever their mixtures.
+
+    Weights: `set_weights(p)` (the training loop does this every round), or `weights_fn` (called
+    every `refresh_every` steps: a Ray mixer actor's current proportions, for DataLoader workers in
+    other processes). `state_dict()` / `load_state_dict()` are JSON-ready for resuming.
+    """
+
+    def __init__(self, corpus: Corpus, domains: Sequence[str], batch_size: int, seq_len: int, seed: int = 0,
+                 weights=None, weights_fn: Callable[[], Sequence[float]] | None = None, refresh_every: int = 1):
+        missing = [d for d in domains if d not in corpus.domains]
+        if missing:
+            raise DataError(f"domains {missing} are not in the corpus at {corpus.directory} (it has {corpus.domains})")
+        self.domains = list(domains)
+        self.K = len(self.domains)
+        self.batch_size, self.length, self.seed = int(batch_size), int(seq_len) + 1, int(seed)
+        self.streams = [corpus.stream(d, "train") for d in self.domains]
+        self.weights_fn = weights_fn
+        self.refresh_every = max(1, int(refresh_every))
+        self.step = 0
+        self.rngs = [np.random.default_rng([self.seed, domain_key(d)]) for d in self.domains]
+        self.rows_taken = np.zeros(self.K, dtype=np.int64)
+        self.weights = np.full(self.K, 1.0 / self.K)
+        if weights is not None:
+            self.set_weights(weights)
+
+    def set_weights(self, weights) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (self.K,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+            raise InputError(f"weights must be {self.K} finite non-negative numbers with a positive sum, got {w}")
+        self.weights = w / w.sum()
+
+    def counts(self, step: int) -> np.ndarray:
+        """Rows per domain at `step` under the current weights: (K,) int64 summing to batch_size."""
+        return systematic_counts(self.weights, self.batch_size, [step], self.seed)[0]
+
+    def next_batch(self) -> np.ndarray:
+        if self.weights_fn is not None and self.step % self.refresh_every == 0:
+            self.set_weights(self.weights_fn())
+        rows = []
+        for j, n in enumerate(self.counts(self.step)):
+            if n:
+                rows.append(self.streams[j].windows(self.rngs[j].random(int(n)), self.length))
+                self.rows_taken[j] += n
+        self.step += 1
+        return np.concatenate(rows, axis=0)
+
+    def __iter__(self):
+        while True:
+            yield torch.from_numpy(self.next_batch())
+
+    def state_dict(self) -> dict:
+        return {"domains": self.domains, "seed": self.seed, "step": self.step, "weights": self.weights.tolist(),
+                "rows_taken": self.rows_taken.tolist(), "rngs": [r.bit_generator.state for r in self.rngs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("domains") != self.domains or state.get("seed") != self.seed:
+            raise InputError("source state: saved for other domains or another seed")
+        self.step = int(state["step"])
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.rows_taken = np.asarray(state["rows_taken"], dtype=np.int64)
+        for rng, saved in zip(self.rngs, state["rngs"]):
+            rng.bit_generator.state = saved
 
 
 def eval_windows(corpus: Corpus, domains: Sequence[str], eval_tokens: int, seq_len: int) -> dict[str, np.ndarray]:

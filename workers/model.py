@@ -216,7 +216,7 @@ class PackedGPT:
     `self.params[name]` is a (P, *shape) view of `self.data`, and a leaf that requires grad;
     `loss(idx, targets)` returns the (P,) mean losses; `backward` writes d(sum of losses)/d(data)
     into the (P, N) buffer `self.grad` (each proxy's row holds its own gradient, since the proxies
-    do not interact). The optimizer in workers/train.py works on these two buffers.
+    do not interact). The optimizer in workers/proxies.py (PackedTrainer) works on these two buffers.
 
     The math is GPT's with two rewrites that are exact in real arithmetic: a norm gain g feeding a
     matrix W is applied as the matrix W * g (a weight-sized op instead of an activation-sized one),

@@ -1,7 +1,7 @@
 """The Ray task that trains one pack of proxies, and `submit_pack`, which declares its resources.
 
     ref = submit_pack(corpus_dir, domains, mixtures, seeds, spec, num_cpus=1, num_gpus=0.0, max_retries=1)
-    results = ray.get(ref)          # the list that workers.train.train_proxies returns
+    results = ray.get(ref)          # the list that workers.proxies.train_proxies returns
 
 Resources are declared per task: `num_cpus` (torch's thread count inside the task follows it, so
 packs never oversubscribe a node's cores) and a fractional `num_gpus` (several packs share a GPU).
@@ -37,7 +37,7 @@ def assigned_threads() -> int:
 @ray.remote
 def train_pack_remote(corpus_dir: str, domains: list[str], mixtures: np.ndarray, seeds: list[int],
                       spec: dict, lr_scales: list[float] | None = None) -> list[dict]:
-    """Train a pack of proxies inside a Ray worker (see workers.train.train_proxies)."""
+    """Train a pack of proxies inside a Ray worker (see workers.proxies.train_proxies)."""
     spec = ProxySpec(**spec)
     marker = spec.crash_once_marker
     if marker and not os.path.exists(marker):  # test hook: die once, as a killed worker would
@@ -46,7 +46,7 @@ def train_pack_remote(corpus_dir: str, domains: list[str], mixtures: np.ndarray,
         os._exit(1)
     if spec.device == "auto" and not ray.get_gpu_ids():
         spec = dataclasses.replace(spec, device="cpu")  # a task that holds no GPU never touches one
-    from workers.train import train_proxies  # torch is imported here, in the worker
+    from workers.proxies import train_proxies  # torch is imported here, in the worker
 
     # Ray reuses worker processes between tasks: set the thread count at the start of every task.
     return train_proxies(corpus_dir, domains, mixtures, seeds, spec,

@@ -16,7 +16,16 @@ look between steps or run them as separate tasks; together they give what `recom
 Every function takes paths or plain objects, returns typed results, and raises the typed
 exceptions of mixopt.errors (ConfigError, DataError, InputError, StoreError, StudyError), never
 exits the process. Calling `recommend` again with the same out_dir reuses every finished proxy run,
-so a pipeline that is re-run (or retried by its scheduler) does no training twice.
+so a pipeline that is re-run (or retried by its scheduler) does no training twice. `recommend` and
+`run` train on Ray unless given another `runner` (any object with `run(mixtures, seeds, on_result)`).
+
+The package, in the order a study flows through it:
+    context.py   the study directory opened: corpus, mixture space, run store, Study, Reporter
+    replay.py    the study replayed from the store: the batch it asks for now, what is settled
+    stages.py    sample, run, fit, propose (and recommend, their loop)
+    runner.py    proxies trained as packed Ray tasks, results stored as they come
+    store.py     runs.parquet, append-only and atomic
+    results.py   Recommendation (the one reader and writer of recommendation.json), stage results
 """
 
 from __future__ import annotations
@@ -25,13 +34,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mixopt.config import Config, load_config, parse_config
 from mixopt.errors import InputError
-from mixopt.export import load_recommendation
-from mixopt.recommend import Recommendation, Reporter, run_recommend
-from mixopt.stages import FitResult, RunResult, SampleResult, fit_stage, propose_stage, run_stage, sample_stage
+from mixopt.pipeline.context import Reporter
+from mixopt.pipeline.results import FitResult, Recommendation, RunResult, SampleResult
+from mixopt.pipeline.stages import fit_stage, propose_stage, recommend_stages, run_stage, sample_stage
+
+__all__ = ["recommend", "sample", "run", "fit", "propose", "load", "online_mixer",
+           "Recommendation", "Reporter", "SampleResult", "RunResult", "FitResult"]
 
 
 def _as_config(config: Config | Mapping[str, Any] | str | Path) -> Config:
@@ -48,14 +58,16 @@ def recommend(
     config: Config | Mapping[str, Any] | str | Path,
     out_dir: str | Path | None = None,
     reporter: Reporter | None = None,
+    runner=None,
 ) -> Recommendation:
     """Run or resume the static study and return its Recommendation.
 
     out_dir defaults to runs/<config name or hash>. If out_dir already holds a recommendation made
     from the same configuration and every proxy run it needs, the study replays from the store
-    without training (the result is the same)."""
+    without training (the result is the same). runner: what trains the proxies
+    (`run(mixtures, seeds, on_result)`, as mixopt.pipeline.runner.RayProxyRunner); None: Ray."""
     config = _as_config(config)
-    return run_recommend(config, _out(config, out_dir), reporter)
+    return recommend_stages(config, _out(config, out_dir), reporter, runner)
 
 
 def _out(config: Config, out_dir) -> Path:
@@ -69,10 +81,10 @@ def sample(config, out_dir: str | Path | None = None, reporter: Reporter | None 
 
 
 def run(config, out_dir: str | Path | None = None, reporter: Reporter | None = None,
-        retry_failed: bool = False) -> RunResult:
-    """Train the proposed proxies that the store lacks, on Ray (resumable)."""
+        retry_failed: bool = False, runner=None) -> RunResult:
+    """Train the proposed proxies that the store lacks, on Ray or with `runner` (resumable)."""
     config = _as_config(config)
-    return run_stage(config, _out(config, out_dir), reporter, retry_failed=retry_failed)
+    return run_stage(config, _out(config, out_dir), reporter, retry_failed=retry_failed, runner=runner)
 
 
 def fit(config, out_dir: str | Path | None = None, reporter: Reporter | None = None) -> FitResult:
@@ -88,19 +100,9 @@ def propose(config, out_dir: str | Path | None = None, reporter: Reporter | None
 
 
 def load(out_dir: str | Path) -> Recommendation:
-    """Read a finished study's recommendation without running anything."""
-    payload = load_recommendation(out_dir)
-    return Recommendation(
-        domains=list(payload["domains"]),
-        weights=np.asarray(payload["weights"], dtype=np.float64),
-        predicted_loss=float(payload["predicted_loss"]),
-        natural_weights=np.asarray(payload["natural_weights"], dtype=np.float64),
-        natural_predicted_loss=float(payload["natural_predicted_loss"]),
-        n_runs=int(payload["n_runs"]),
-        config_hash=str(payload["config_hash"]),
-        out_dir=Path(out_dir),
-        payload=payload,
-    )
+    """Read a finished study's recommendation (its directory or its recommendation.json) without
+    running anything."""
+    return Recommendation.from_json(out_dir)
 
 
 def online_mixer(recommendation: Recommendation, method: str = "auto", steps: int = 1000, seed: int = 0, **options):

@@ -1,21 +1,22 @@
-"""The static pipeline: corpus -> space -> proxy study on Ray -> surrogate -> search -> recommendation.
+"""What a study produces, typed: the Recommendation (what recommendation.json holds), and the results
+of the stages (SampleResult, RunResult, FitResult).
 
-`run_recommend(config, out_dir)` is what `mixopt recommend`, `mixopt.pipeline.recommend` and a
-`ray job submit` all run. Its outputs in out_dir:
-    runs.parquet          every proxy attempt (see mixopt/store.py)
-    recommendation.json   the mixture, its predicted loss, the natural mixture's, and provenance
-    surrogate/            the fitted surrogate (LightGBM text format or JSON coefficients)
-Running it again with the same out_dir resumes: finished proxies are never trained again.
-The loop itself lives in mixopt/stages.py, beside the stages it is made of (sample, run, fit, propose);
-this module keeps what they share: the Reporter hooks, the Recommendation, the corpus and space
-from a config, the noise report and the recommendation.json payload.
+`Recommendation.from_json(path_or_dir)` is the one reader of recommendation.json: `mixopt train`,
+`validate`, `jacobian`, `export`, `report` and `pipeline.load` all go through it, so a file is held
+to the same checks everywhere (`check_payload`): `domains` a non-empty list of distinct names,
+`weights` as many finite non-negative numbers summing to one; and, where present,
+`natural_weights` one number per domain, `space.lower` / `space.upper` one finite bound per
+domain, `objective.metric` loss or bpb, `objective.weights` finite, non-negative, not all zero.
+Its errors name the file and the field: DataError, or InputError prefixed with the argument that
+named the file (`--mixture`). `recommendation_payload` is the one writer of the same file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,49 +24,193 @@ import numpy as np
 
 from mixopt import __version__
 from mixopt.config import Config, proxy_spec
-from mixopt.data.corpus import Corpus
-from mixopt.errors import ConfigError, InputError
+from mixopt.errors import DataError, InputError
+from mixopt.pipeline.replay import Batch
+from mixopt.pipeline.store import RunStore
 from mixopt.space import MixtureSpace
-from mixopt.stages import NOISE_ROUND, NOISE_SEED_OFFSET  # noqa: F401  (re-exported)
-from mixopt.store import RunStore
 from mixopt.study import Result
 
-
-class Reporter:
-    """Progress hooks; the CLI draws bars, the pipeline stays silent."""
-
-    def stage(self, name: str) -> None: ...
-
-    def proxies(self, total: int, already_done: int, description: str) -> None: ...
-
-    def proxy_done(self, status: str) -> None: ...
-
-    def proxies_finished(self) -> None: ...
-
-    def log(self, line: str) -> None: ...
-
-    def busy(self, description: str):
-        """A context manager around a step of unknown length (fitting, searching)."""
-        return contextlib.nullcontext()
+RECOMMENDATION_FILE = "recommendation.json"
+FIT_FILE = "fit.json"
+SUM_TOLERANCE = 1e-6
+METRICS = ("loss", "bpb")
 
 
+# -- recommendation.json: the checks ---------------------------------------------------------------
+def recommendation_path(source: str | Path) -> Path:
+    """recommendation.json inside a study directory, or the file itself."""
+    path = Path(source)
+    return path / RECOMMENDATION_FILE if path.is_dir() else path
+
+
+def check_payload(payload) -> tuple[list[str], np.ndarray]:
+    """Domains and weights (negatives within 1e-9 of zero clipped to it) of a recommendation dict,
+    after checking every field that its readers use; InputError naming the field at fault."""
+    if not isinstance(payload, Mapping):
+        raise InputError(f"a recommendation must be a JSON object, got {type(payload).__name__}")
+    for key in ("domains", "weights"):
+        if key not in payload:
+            raise InputError(f"the recommendation has no {key!r} field")
+    domains = payload["domains"]
+    if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
+        raise InputError(f"'domains' must be a non-empty list of names, got {domains!r}")
+    if len(set(domains)) != len(domains):
+        raise InputError(f"'domains' must be unique, got {domains}")
+    raw = payload["weights"]
+    if not isinstance(raw, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in raw):
+        raise InputError(f"'weights' must be a list of numbers, got {raw!r}")
+    if len(raw) != len(domains):
+        raise InputError(f"'weights' has {len(raw)} values for {len(domains)} domains")
+    weights = np.asarray(raw, dtype=np.float64)
+    if not np.all(np.isfinite(weights)):
+        raise InputError(f"'weights' must be finite, got {raw}")
+    if np.any(weights < -1e-9):
+        raise InputError(f"'weights' must be non-negative, got {raw}")
+    weights = np.clip(weights, 0.0, None)
+    if abs(weights.sum() - 1.0) > SUM_TOLERANCE:
+        raise InputError(f"'weights' must sum to 1, they sum to {weights.sum():.9g}")
+    _natural_weights(payload, len(domains))
+    _bounds(payload, len(domains))
+    _objective(payload, domains)
+    return list(domains), weights
+
+
+def _numbers(value, length: int, name: str, finite: bool) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        array = np.empty(0)
+    if len(array) != length or (finite and not np.all(np.isfinite(array))):
+        raise InputError(f"{name!r} must hold {length} {'finite ' if finite else ''}numbers, got {value!r}")
+    return array
+
+
+def _natural_weights(payload: Mapping, K: int) -> np.ndarray | None:
+    value = payload.get("natural_weights")
+    return None if value is None else _numbers(value, K, "natural_weights", finite=False)
+
+
+def _bounds(payload: Mapping, K: int) -> tuple[np.ndarray, np.ndarray]:
+    space = payload.get("space") or {}
+    if not isinstance(space, Mapping):
+        raise InputError(f"'space' must be an object, got {space!r}")
+    lower = _numbers(space.get("lower") or [0.0] * K, K, "space.lower", finite=True)
+    upper = _numbers(space.get("upper") or [1.0] * K, K, "space.upper", finite=True)
+    return lower, upper
+
+
+def _objective(payload: Mapping, domains: list[str]) -> tuple[str, np.ndarray]:
+    """(metric, (K,) weights over the per-domain columns summing to one; uniform when none are named)."""
+    spec = payload.get("objective") or {}
+    if not isinstance(spec, Mapping):
+        raise InputError(f"'objective' must be an object, got {spec!r}")
+    metric = spec.get("metric", "loss")
+    if metric not in METRICS:
+        raise InputError(f"'objective.metric' must be one of {sorted(METRICS)}, got {metric!r}")
+    named = spec.get("weights") or {}
+    try:
+        weights = (np.array([float(named.get(d, 0.0)) for d in domains]) if named
+                   else np.full(len(domains), 1.0 / len(domains)))
+    except (AttributeError, TypeError, ValueError):
+        weights = np.full(len(domains), np.nan)
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise InputError(f"'objective.weights' must be finite, non-negative and not all zero, got {named}")
+    return metric, weights / weights.sum()
+
+
+def _read_json(path: Path):
+    """The parsed recommendation.json; DataError naming the file when it is missing or not JSON."""
+    if not path.exists():
+        if not path.parent.exists():
+            raise DataError(f"study directory {path.parent} does not exist")
+        raise DataError(f"no recommendation at {path} (run `mixopt recommend` first)")
+    if not path.is_file():
+        raise DataError(f"{path} is not a file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON: {exc}") from None
+
+
+# -- the recommendation ----------------------------------------------------------------------------
 @dataclass
 class Recommendation:
-    """The result of the static pipeline (what recommendation.json holds, typed)."""
+    """The result of the static pipeline (what recommendation.json holds, typed).
+
+    A file written by hand may hold only `domains` and `weights`: the other fields are then None."""
 
     domains: list[str]
     weights: np.ndarray
-    predicted_loss: float
-    natural_weights: np.ndarray
-    natural_predicted_loss: float
-    n_runs: int
-    config_hash: str
+    predicted_loss: float | None
+    natural_weights: np.ndarray | None
+    natural_predicted_loss: float | None
+    n_runs: int | None
+    config_hash: str | None
     out_dir: Path
     payload: dict = field(repr=False)
+
+    @classmethod
+    def from_json(cls, source: str | Path, label: str | None = None) -> Recommendation:
+        """Read and check a recommendation.json (a study directory or the file's path).
+
+        Errors name the file and the field at fault: DataError, or, with `label` (the argument that
+        named the file, such as "mixture"), InputError starting with the label."""
+        path = recommendation_path(source)
+        try:
+            payload = _read_json(path)
+            try:
+                domains, weights = check_payload(payload)
+            except InputError as exc:
+                raise DataError(f"{path}: {exc}") from None
+        except DataError as exc:
+            if label is None:
+                raise
+            raise InputError(f"{label}: {exc}") from None
+        natural = _natural_weights(payload, len(domains))
+        optional = {key: payload.get(key) for key in ("predicted_loss", "natural_predicted_loss", "n_runs",
+                                                      "config_hash")}
+        return cls(
+            domains=domains,
+            weights=weights,
+            predicted_loss=None if optional["predicted_loss"] is None else float(optional["predicted_loss"]),
+            natural_weights=natural,
+            natural_predicted_loss=(None if optional["natural_predicted_loss"] is None
+                                    else float(optional["natural_predicted_loss"])),
+            n_runs=None if optional["n_runs"] is None else int(optional["n_runs"]),
+            config_hash=None if optional["config_hash"] is None else str(optional["config_hash"]),
+            out_dir=path.parent,
+            payload=payload,
+        )
 
     @property
     def mixture(self) -> dict[str, float]:
         return dict(zip(self.domains, self.weights.tolist()))
+
+    @property
+    def proportions(self) -> np.ndarray:
+        """The weights divided by their sum (exactly one, as trainers want it)."""
+        return self.weights / self.weights.sum()
+
+    @property
+    def metric(self) -> str:
+        return _objective(self.payload, self.domains)[0]
+
+    @property
+    def objective_weights(self) -> np.ndarray:
+        """(K,) weights of the objective over the per-domain losses, summing to one."""
+        return _objective(self.payload, self.domains)[1]
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Each domain's lowest weight in the study's space (0 when not recorded)."""
+        return _bounds(self.payload, len(self.domains))[0]
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Each domain's highest weight in the study's space: bounds and epoch caps (1 when not recorded)."""
+        return _bounds(self.payload, len(self.domains))[1]
 
     def runs(self):
         """The runs table as a polars DataFrame."""
@@ -74,94 +219,9 @@ class Recommendation:
         return pl.read_parquet(self.out_dir / "runs.parquet")
 
 
-def open_corpus(config: Config, reporter: Reporter) -> Corpus:
-    corpus_dir = Path(config.data.corpus)
-    if not (corpus_dir / "manifest.parquet").exists() and config.data.prepare:
-        from mixopt.data.prepare import prepare_corpus
-
-        reporter.stage(f"preparing corpus {corpus_dir} from {config.data.prepare}")
-        prepare_corpus(corpus_dir, source=config.data.prepare, log=reporter.log)
-    return Corpus.open(corpus_dir, verify=config.data.verify)
-
-
-def build_space(config: Config, corpus: Corpus) -> MixtureSpace:
-    domains = config.data.domains or corpus.domains
-    unknown = [d for d in domains if d not in corpus.domains]
-    if unknown:
-        raise ConfigError(f"data.domains: {unknown} are not in the corpus (it has {corpus.domains})")
-    for section in ("min_weights", "max_weights"):
-        named = getattr(config.space, section)
-        stray = sorted(set(named) - set(domains))
-        if stray:
-            raise ConfigError(f"space.{section}: unknown domains {stray} (domains: {domains})")
-    if config.objective.weights:
-        stray = sorted(set(config.objective.weights) - set(domains))
-        if stray:
-            raise ConfigError(f"objective.weights: unknown domains {stray} (domains: {domains})")
-    tokens = corpus.tokens("train")
-    try:
-        return MixtureSpace(
-            domains=domains,
-            tokens=[tokens[d] for d in domains],
-            target_tokens=config.space.target_tokens,
-            max_epochs=config.space.max_epochs,
-            min_weights=config.space.min_weights or None,
-            max_weights=config.space.max_weights or None,
-        )
-    except InputError as exc:
-        raise ConfigError(f"space: {exc}") from None
-
-
-def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, metric: str, seed: int) -> dict:
-    """Seed noise beside the spread of the objective over the study's mixtures.
-
-    Mixtures trained under the study seed and a second seed give, per mixture, a difference d_i.
-    The mean of d_i is a common shift (harmless to rankings under common random numbers); the
-    spread of d_i around it is the noise that can reorder mixtures. Compare it with the spread
-    of the objective across mixtures, which the surrogate is asked to explain."""
-    finished = store.finished()
-    columns = [f"{metric}_{d}" for d in space.domains]
-    if finished.height == 0:
-        return {}
-    values = finished.select(columns).to_numpy() @ objective
-    main = finished["seed"].to_numpy() == seed
-    main_keys = {
-        tuple(np.round(row, 9)): v
-        for row, v in zip(finished.select([f"w_{d}" for d in space.domains]).to_numpy()[main], values[main])
-    }
-    differences = []
-    for row, value, is_main in zip(
-        finished.select([f"w_{d}" for d in space.domains]).to_numpy(), values, main
-    ):
-        key = tuple(np.round(row, 9))
-        if not is_main and key in main_keys:
-            differences.append(value - main_keys[key])
-    spread = float(np.std(values[main], ddof=1)) if main.sum() > 1 else float("nan")
-    report = {"mixture_spread_std": spread, "repeats": len(differences)}
-    if differences:
-        differences = np.asarray(differences)
-        centred = differences - differences.mean()
-        noise = float(np.sqrt(np.sum(centred**2) / max(len(centred) - 1, 1)) / np.sqrt(2)) if len(centred) > 1 else float("nan")
-        report.update(
-            seed_shift_mean=float(differences.mean()),
-            seed_noise_std=noise,
-            signal_to_noise=float(spread / noise) if noise and np.isfinite(noise) and noise > 0 else None,
-        )
-    return report
-
-
-def run_recommend(config: Config, out_dir: str | Path, reporter: Reporter | None = None) -> Recommendation:
-    """Run (or resume) the whole static pipeline; see the module docstring.
-
-    The stages of mixopt.stages in a loop: every round (and the seed-noise repeats) is trained in
-    turn, failed proxies of a resumed study are tried again, then the surrogate is fitted and the
-    space searched."""
-    from mixopt.stages import recommend_stages
-
-    return recommend_stages(config, out_dir, reporter or Reporter())
-
-
-def recommendation_payload(config, corpus, space, result: Result, surrogate_info, noise, store, started) -> dict:
+def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: Result, surrogate_info: dict,
+                           noise: dict, store: RunStore, started: float) -> dict:
+    """What recommendation.json holds (see DESIGN: domains, weights, predicted_loss and provenance)."""
     observed = result.observed
     best = int(np.nanargmin(observed))
     failed = int(np.sum(~np.isfinite(observed)))
@@ -213,3 +273,133 @@ def format_table(payload: dict) -> list[list[str]]:
         rows.append([domain, f"{tokens:,.0f}", f"{natural:.3f}", f"{weight:.3f}",
                      "-" if epoch is None else f"{epoch:.2f}"])
     return rows
+
+
+def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, metric: str, seed: int) -> dict:
+    """Seed noise beside the spread of the objective over the study's mixtures.
+
+    Mixtures trained under the study seed and a second seed give, per mixture, a difference d_i.
+    The mean of d_i is a common shift (harmless to rankings under common random numbers); the
+    spread of d_i around it is the noise that can reorder mixtures. Compare it with the spread
+    of the objective across mixtures, which the surrogate is asked to explain."""
+    finished = store.finished()
+    columns = [f"{metric}_{d}" for d in space.domains]
+    if finished.height == 0:
+        return {}
+    values = finished.select(columns).to_numpy() @ objective
+    main = finished["seed"].to_numpy() == seed
+    main_keys = {
+        tuple(np.round(row, 9)): v
+        for row, v in zip(finished.select([f"w_{d}" for d in space.domains]).to_numpy()[main], values[main])
+    }
+    differences = []
+    for row, value, is_main in zip(
+        finished.select([f"w_{d}" for d in space.domains]).to_numpy(), values, main
+    ):
+        key = tuple(np.round(row, 9))
+        if not is_main and key in main_keys:
+            differences.append(value - main_keys[key])
+    spread = float(np.std(values[main], ddof=1)) if main.sum() > 1 else float("nan")
+    report = {"mixture_spread_std": spread, "repeats": len(differences)}
+    if differences:
+        differences = np.asarray(differences)
+        centred = differences - differences.mean()
+        noise = (float(np.sqrt(np.sum(centred**2) / max(len(centred) - 1, 1)) / np.sqrt(2)) if len(centred) > 1
+                 else float("nan"))
+        report.update(
+            seed_shift_mean=float(differences.mean()),
+            seed_noise_std=noise,
+            signal_to_noise=float(spread / noise) if noise and np.isfinite(noise) and noise > 0 else None,
+        )
+    return report
+
+
+# -- the stages' results ---------------------------------------------------------------------------
+@dataclass
+class SampleResult:
+    out_dir: Path
+    path: Path | None            # proposed.parquet, None when the study is complete
+    batch: Batch | None
+    pending: list[int] = field(default_factory=list)
+    domains: list[str] = field(default_factory=list)
+    table: object = None         # polars DataFrame: what proposed.parquet holds
+
+    @property
+    def complete(self) -> bool:
+        return self.batch is None
+
+    def frame(self):
+        """The proposed batch as a polars DataFrame (run_id, round, seed, pending, w_<domain>, ...);
+        empty when the study is complete."""
+        import polars as pl
+
+        return self.table if self.table is not None else pl.DataFrame()
+
+    def to_json(self) -> dict:
+        if self.batch is None:
+            return {"complete": True, "path": None, "pending": 0, "mixtures": []}
+        return {
+            "complete": False,
+            "path": str(self.path),
+            "round": self.batch.round_index,
+            "description": self.batch.description,
+            "pending": len(self.pending),
+            "batch_size": len(self.batch),
+            "mixtures": [
+                {"run_id": self.batch.run_ids[i], "seed": self.batch.seeds[i],
+                 "weights": dict(zip(self.domains, self.batch.mixtures[i].tolist())),
+                 "pending": i in self.pending}
+                for i in range(len(self.batch))
+            ],
+        }
+
+    def summary(self) -> str:
+        if self.batch is None:
+            return f"study complete: nothing to train (next: mixopt fit / mixopt propose --out {self.out_dir})"
+        return (f"{self.batch.description}: {len(self.pending)} of {len(self.batch)} proxies to train, "
+                f"written to {self.path}")
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    description: str
+    proposed: int
+    trained: int
+    ok: int
+    failed: int
+    runs_stored: int
+    complete: bool               # the study needs no more training
+
+    def to_json(self) -> dict:
+        return {"description": self.description, "proposed": self.proposed, "trained": self.trained,
+                "ok": self.ok, "failed": self.failed, "skipped": self.proposed - self.trained,
+                "runs_stored": self.runs_stored, "complete": self.complete,
+                "runs": str(self.out_dir / "runs.parquet")}
+
+    def summary(self) -> str:
+        if self.trained == 0:
+            head = f"{self.description}: all {self.proposed} proposed proxies already in the store"
+        else:
+            head = (f"{self.description}: trained {self.trained} of {self.proposed} proposed proxies "
+                    f"({self.ok} ok, {self.failed} failed)")
+        tail = ("; the study is complete (next: mixopt propose)" if self.complete
+                else "; more to train (next: mixopt sample)")
+        return f"{head}; {self.runs_stored} rows in {self.out_dir / 'runs.parquet'}{tail}"
+
+
+@dataclass
+class FitResult:
+    out_dir: Path
+    payload: dict                # what fit.json holds
+
+    def to_json(self) -> dict:
+        return self.payload
+
+    def summary(self) -> str:
+        cv = self.payload.get("cv") or {}
+        scores = (f"{cv.get('folds')}-fold CV of the objective: RMSE {cv['rmse']:.4g}, Spearman {cv['spearman']:.3f}"
+                  if cv.get("rmse") is not None else "no cross-validation (too few runs)")
+        state = "" if self.payload["complete"] else " (the study is not complete: more rounds to train)"
+        return (f"{self.payload['surrogate']['kind']} surrogate on {self.payload['n_fit']} finished runs: {scores}; "
+                f"wrote {self.out_dir / 'surrogate'} and {self.out_dir / FIT_FILE}{state}")

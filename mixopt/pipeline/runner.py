@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixopt.store import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
+from mixopt.pipeline.store import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
 
 OnResult = Callable[[int, dict], None]
 
@@ -141,6 +141,29 @@ class RayProxyRunner:
                     lr_scale=plan.lr_scale * self.diverged_lr_factor,
                 )
                 in_flight[self._submit(mixtures, seeds, retry)] = retry
+
+
+def study_runner(config, corpus_dir: str, domains: Sequence[str], spec, reporter) -> RayProxyRunner:
+    """The Ray runner of a study config: joins (or starts) the config's cluster, saying which on
+    the reporter, and declares the config's resources and retries per task."""
+    if config.ray.address:
+        where = f"connecting to Ray at {config.ray.address}"
+    elif os.environ.get("RAY_ADDRESS"):
+        where = f"joining the job's Ray cluster ({os.environ['RAY_ADDRESS']})"
+    else:
+        where = f"starting a local Ray cluster ({config.ray.num_cpus or os.cpu_count()} CPUs)"
+    reporter.stage(where)
+    init_ray(config.ray.address, config.ray.num_cpus)
+    return RayProxyRunner(
+        corpus_dir,
+        domains,
+        spec,
+        proxies_per_task=config.study.proxies_per_task,
+        cpus_per_task=config.study.cpus_per_task,
+        gpus_per_task=config.study.gpus_per_task,
+        retries=config.study.retries,
+        diverged_lr_factor=config.study.diverged_lr_factor,
+    )
 
 
 def result_row(

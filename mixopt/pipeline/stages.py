@@ -5,259 +5,61 @@
     fit      -> DIR/surrogate/, DIR/fit.json   the surrogate in text/JSON form and its cross-validated scores
     propose  -> DIR/recommendation.json        searches the space with the surrogate
 
-`mixopt recommend` (run_recommend) is these stages in a loop: sample, run, ... until the study is
-complete, then propose. Every stage replays the study from runs.parquet: asking is deterministic
-given the seed and what has been told, so each round's mixtures (and their run_ids) are the same
-whichever way the study is driven, and the stages compose into exactly the result of `recommend`.
+`mixopt recommend` (recommend_stages) is these stages in a loop: sample, run, ... until the study
+is complete, then propose. Every stage reopens the study directory (mixopt/pipeline/context.py) and
+replays the study from runs.parquet (mixopt/pipeline/replay.py), so the stages compose into
+exactly the result of `recommend`. `recommend`, when it resumes, trains a round's failed runs
+again before telling it; `run` does so only with retry_failed=True (`mixopt run --retry-failed`).
 
-A round is *settled* when each of its runs has a final row in the store: "ok", "failed", or
-"diverged" past its retries. A settled round is told to the study (failed runs as NaN rows) and the
-next one is asked. `recommend`, when it resumes, trains a round's failed runs again before telling
-it; `run` does so only with retry_failed=True (`mixopt run --retry-failed`).
-
-Nothing here starts Ray except `run_stage` (and run_recommend), and only when something is to be
-trained.
+Nothing here starts Ray except `run_stage` and `recommend_stages`, and only when something is to
+be trained and no other runner was given.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mixopt.config import Config, proxy_spec
-from mixopt.errors import ConfigError, InputError, StoreError, StudyError
+from mixopt.config import Config
+from mixopt.errors import ConfigError, StoreError, StudyError
 from mixopt.io import atomic_write_json, atomic_write_parquet, json_ready
-from mixopt.space import MixtureSpace
+from mixopt.pipeline.context import NOISE_ROUND, Reporter, StudyContext, open_study
+from mixopt.pipeline.replay import Batch, advance, pending_runs
+from mixopt.pipeline.results import (
+    FIT_FILE,
+    RECOMMENDATION_FILE,
+    FitResult,
+    Recommendation,
+    RunResult,
+    SampleResult,
+    noise_report,
+    recommendation_payload,
+)
+from mixopt.pipeline.store import STATUS_DIVERGED, STATUS_OK, run_key
 from mixopt.stats import spearman
-from mixopt.store import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, RunStore, recipe_hash, run_key
-from mixopt.study import Study
 
-NOISE_SEED_OFFSET = 1000
-NOISE_ROUND = -1
 PROPOSED_FILE = "proposed.parquet"
-FIT_FILE = "fit.json"
-RECOMMENDATION_FILE = "recommendation.json"
 CV_FOLDS = 5
 
 
-# -- the study directory, opened --------------------------------------------------------------------
-@dataclass
-class StudyContext:
-    """One configuration over one study directory: corpus, space, store and the replayed Study."""
-
-    config: Config
-    out_dir: Path
-    spec: object                 # workers.spec.ProxySpec
-    recipe: str
-    corpus: object               # mixopt.data.corpus.Corpus
-    space: MixtureSpace
-    store: RunStore
-    study: Study
-    started: float
-    first_round: np.ndarray | None = None
-    noise_told: bool = False     # the seed-noise repeats are settled (they are measured, not told)
-    runner: object | None = None
-
-    @property
-    def metric(self) -> str:
-        return self.config.objective.metric
-
-    @property
-    def domains(self) -> list[str]:
-        return self.space.domains
-
-
-@dataclass
-class Batch:
-    """Proxies to train together: one round of the study, or the seed-noise repeats."""
-
-    mixtures: np.ndarray         # (n, K)
-    seeds: list[int]
-    round_index: int             # 0, 1, ... ; NOISE_ROUND for the repeats
-    run_ids: list[str]
-    description: str
-
-    def __len__(self) -> int:
-        return len(self.run_ids)
-
-
-def prepare_out_dir(out_dir: str | Path) -> Path:
-    """The study directory, created with its parents; InputError naming --out when that fails."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--out {out_dir}: cannot create the study directory ({exc.strerror or exc})") from None
-    probe = out_dir / f".mixopt-write-test.{time.time_ns()}.tmp"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"--out {out_dir}: the study directory is not writable ({exc.strerror or exc})") from None
-    return out_dir
-
-
-def make_study(config: Config, space: MixtureSpace) -> Study:
-    return Study(
-        space,
-        budget=config.study.proxies,
-        objective=config.objective.weights,
-        seed=config.study.seed,
-        rounds=config.study.rounds,
-        surrogate=config.surrogate.kind,
-        search=config.search.method,
-        search_options={"candidates": config.search.candidates, "top_k": config.search.top_k},
-        loss_names=space.domains,
-    )
-
-
-def open_study(config: Config, out_dir: str | Path, reporter=None) -> StudyContext:
-    """Check --out, open (preparing if configured) the corpus, build the space, open the store."""
-    from mixopt.recommend import Reporter, build_space, open_corpus
-
-    reporter = reporter or Reporter()
-    started = time.time()
-    out_dir = prepare_out_dir(out_dir)
-    spec = proxy_spec(config)
-    recipe = recipe_hash(dataclasses.asdict(spec))
-    corpus = open_corpus(config, reporter)
-    space = build_space(config, corpus)
-    store = RunStore(out_dir / "runs.parquet", space.domains)
-    return StudyContext(config=config, out_dir=out_dir, spec=spec, recipe=recipe, corpus=corpus, space=space,
-                        store=store, study=make_study(config, space), started=started)
-
-
-# -- replaying the study from the store ------------------------------------------------------------
-def _settled_ids(ctx: StudyContext) -> set[str]:
-    """run_ids with a final row: ok, failed, or diverged past the configured retries."""
-    import polars as pl
-
-    table = ctx.store.table
-    final = table.filter(
-        (pl.col("status") == STATUS_OK)
-        | (pl.col("status") == STATUS_FAILED)
-        | ((pl.col("status") == STATUS_DIVERGED) & (pl.col("attempt") > ctx.config.study.retries))
-    )
-    return set(final["run_id"].to_list())
-
-
-def _ok_ids(ctx: StudyContext) -> set[str]:
-    return set(ctx.store.finished()["run_id"].to_list())
-
-
-def make_batch(ctx: StudyContext, mixtures: np.ndarray, seed: int, round_index: int, description: str) -> Batch:
-    seeds = [int(seed)] * len(mixtures)
-    run_ids = [run_key(w, s, ctx.recipe) for w, s in zip(mixtures, seeds)]
-    return Batch(np.asarray(mixtures, dtype=np.float64), seeds, round_index, run_ids, description)
-
-
-def losses(ctx: StudyContext, run_ids: list[str]) -> np.ndarray:
-    """(n, K) per-domain values of the objective's metric for these runs; NaN rows where not ok."""
-    metric = ctx.metric
-    by_id = {row["run_id"]: row for row in ctx.store.lookup(run_ids).iter_rows(named=True)}
-    return np.array(
-        [[by_id[r][f"{metric}_{d}"] if r in by_id else np.nan for d in ctx.domains] for r in run_ids],
-        dtype=np.float64,
-    ).reshape(len(run_ids), len(ctx.domains))
-
-
-def advance(ctx: StudyContext, train: Callable[[Batch, list[int]], None] | None = None,
-            retry_failed: bool = False) -> Batch | None:
-    """Replay the study through every settled round, telling their losses.
-
-    Stops at the first batch with runs still to train (a round, then the seed-noise repeats):
-    with `train` None it returns that batch; otherwise it calls train(batch, todo) (todo: positions
-    in the batch to train), tells the round and goes on. retry_failed: runs that failed count as
-    still to train. Returns None when every batch is settled (the study is complete)."""
-    while True:
-        batch = next_batch(ctx)
-        if batch is None:
-            return None
-        done = _ok_ids(ctx) if retry_failed else _settled_ids(ctx)
-        todo = [i for i, run_id in enumerate(batch.run_ids) if run_id not in done]
-        if todo:
-            if train is None:
-                return batch
-            train(batch, todo)
-        _tell(ctx, batch)
-
-
-def next_batch(ctx: StudyContext) -> Batch | None:
-    """The batch the study asks for now (without training anything), or None when complete."""
-    study, config = ctx.study, ctx.config
-    if not study.done:
-        mixtures = study.ask()
-        if ctx.first_round is None:
-            ctx.first_round = mixtures
-        round_index = study.rounds_told
-        return make_batch(ctx, mixtures, config.study.seed, round_index,
-                          f"round {round_index + 1}/{len(study.round_sizes)}")
-    if config.study.noise_repeats and not ctx.noise_told:
-        repeats = ctx.first_round[: config.study.noise_repeats]
-        return make_batch(ctx, repeats, config.study.seed + NOISE_SEED_OFFSET, NOISE_ROUND, "seed-noise repeats")
-    return None
-
-
-def _tell(ctx: StudyContext, batch: Batch) -> None:
-    if batch.round_index == NOISE_ROUND:
-        ctx.noise_told = True
-        return
-    ctx.study.tell(batch.mixtures, losses(ctx, batch.run_ids))
-
-
-def pending_runs(ctx: StudyContext, batch: Batch, retry_failed: bool = False) -> list[int]:
-    done = _ok_ids(ctx) if retry_failed else _settled_ids(ctx)
-    return [i for i, run_id in enumerate(batch.run_ids) if run_id not in done]
-
-
-# -- training on Ray ---------------------------------------------------------------------------------
-def _runner(ctx: StudyContext, reporter):
-    if ctx.runner is None:
-        from mixopt.runner import RayProxyRunner, init_ray
-
-        config = ctx.config
-        if config.ray.address:
-            where = f"connecting to Ray at {config.ray.address}"
-        elif os.environ.get("RAY_ADDRESS"):
-            where = f"joining the job's Ray cluster ({os.environ['RAY_ADDRESS']})"
-        else:
-            where = f"starting a local Ray cluster ({config.ray.num_cpus or os.cpu_count()} CPUs)"
-        reporter.stage(where)
-        init_ray(config.ray.address, config.ray.num_cpus)
-        ctx.runner = RayProxyRunner(
-            str(ctx.corpus.directory.resolve()),
-            ctx.domains,
-            ctx.spec,
-            proxies_per_task=config.study.proxies_per_task,
-            cpus_per_task=config.study.cpus_per_task,
-            gpus_per_task=config.study.gpus_per_task,
-            retries=config.study.retries,
-            diverged_lr_factor=config.study.diverged_lr_factor,
-        )
-    return ctx.runner
-
-
-def train_batch(ctx: StudyContext, batch: Batch, todo: list[int], reporter) -> dict:
-    """Train the proxies at positions `todo` of the batch on Ray, storing each result as it comes.
+# -- training a batch ---------------------------------------------------------------------------------
+def train_batch(ctx: StudyContext, batch: Batch, todo: list[int], reporter: Reporter) -> dict:
+    """Train the proxies at positions `todo` of the batch with the study's runner (Ray unless another
+    was given), storing each result as it comes.
 
     Returns counts: {"trained", "ok", "failed"} (a proxy retried after divergence counts once)."""
-    from mixopt.runner import result_row
+    from mixopt.pipeline.runner import result_row, study_runner
 
     counts = {"trained": 0, "ok": 0, "failed": 0}
     reporter.proxies(len(batch), len(batch) - len(todo), batch.description)
     if not todo:
         reporter.proxies_finished()
         return counts
-    runner = _runner(ctx, reporter)
+    if ctx.runner is None:
+        ctx.runner = study_runner(ctx.config, str(ctx.corpus.directory.resolve()), ctx.domains, ctx.spec, reporter)
+    runner = ctx.runner
     retries = ctx.config.study.retries
 
     def on_result(position: int, result: dict) -> None:
@@ -278,51 +80,6 @@ def train_batch(ctx: StudyContext, batch: Batch, todo: list[int], reporter) -> d
 
 
 # -- stage: sample -----------------------------------------------------------------------------------
-@dataclass
-class SampleResult:
-    out_dir: Path
-    path: Path | None            # proposed.parquet, None when the study is complete
-    batch: Batch | None
-    pending: list[int] = field(default_factory=list)
-    domains: list[str] = field(default_factory=list)
-    table: object = None         # polars DataFrame: what proposed.parquet holds
-
-    @property
-    def complete(self) -> bool:
-        return self.batch is None
-
-    def frame(self):
-        """The proposed batch as a polars DataFrame (run_id, round, seed, pending, w_<domain>, ...);
-        empty when the study is complete."""
-        import polars as pl
-
-        return self.table if self.table is not None else pl.DataFrame()
-
-    def to_json(self) -> dict:
-        if self.batch is None:
-            return {"complete": True, "path": None, "pending": 0, "mixtures": []}
-        return {
-            "complete": False,
-            "path": str(self.path),
-            "round": self.batch.round_index,
-            "description": self.batch.description,
-            "pending": len(self.pending),
-            "batch_size": len(self.batch),
-            "mixtures": [
-                {"run_id": self.batch.run_ids[i], "seed": self.batch.seeds[i],
-                 "weights": dict(zip(self.domains, self.batch.mixtures[i].tolist())),
-                 "pending": i in self.pending}
-                for i in range(len(self.batch))
-            ],
-        }
-
-    def summary(self) -> str:
-        if self.batch is None:
-            return f"study complete: nothing to train (next: mixopt fit / mixopt propose --out {self.out_dir})"
-        return (f"{self.batch.description}: {len(self.pending)} of {len(self.batch)} proxies to train, "
-                f"written to {self.path}")
-
-
 def proposed_frame(ctx: StudyContext, batch: Batch, pending: list[int]):
     import polars as pl
 
@@ -339,7 +96,7 @@ def proposed_frame(ctx: StudyContext, batch: Batch, pending: list[int]):
     return pl.DataFrame(columns)
 
 
-def sample_stage(config: Config, out_dir: str | Path, reporter=None) -> SampleResult:
+def sample_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = None) -> SampleResult:
     """Write the study's next batch of mixtures to DIR/proposed.parquet (removed when complete)."""
     ctx = open_study(config, out_dir, reporter)
     batch = advance(ctx)
@@ -354,34 +111,6 @@ def sample_stage(config: Config, out_dir: str | Path, reporter=None) -> SampleRe
 
 
 # -- stage: run ---------------------------------------------------------------------------------------
-@dataclass
-class RunResult:
-    out_dir: Path
-    description: str
-    proposed: int
-    trained: int
-    ok: int
-    failed: int
-    runs_stored: int
-    complete: bool               # the study needs no more training
-
-    def to_json(self) -> dict:
-        return {"description": self.description, "proposed": self.proposed, "trained": self.trained,
-                "ok": self.ok, "failed": self.failed, "skipped": self.proposed - self.trained,
-                "runs_stored": self.runs_stored, "complete": self.complete,
-                "runs": str(self.out_dir / "runs.parquet")}
-
-    def summary(self) -> str:
-        if self.trained == 0:
-            head = f"{self.description}: all {self.proposed} proposed proxies already in the store"
-        else:
-            head = (f"{self.description}: trained {self.trained} of {self.proposed} proposed proxies "
-                    f"({self.ok} ok, {self.failed} failed)")
-        tail = ("; the study is complete (next: mixopt propose)" if self.complete
-                else "; more to train (next: mixopt sample)")
-        return f"{head}; {self.runs_stored} rows in {self.out_dir / 'runs.parquet'}{tail}"
-
-
 def read_proposed(ctx: StudyContext) -> Batch:
     import polars as pl
 
@@ -395,7 +124,8 @@ def read_proposed(ctx: StudyContext) -> Batch:
     weight_columns = [f"w_{d}" for d in ctx.domains]
     missing = [c for c in ["run_id", "round", "seed", "recipe"] + weight_columns if c not in table.columns]
     if missing:
-        raise StoreError(f"{path} lacks columns {missing[:4]}: it was written for other domains; run `mixopt sample` again")
+        raise StoreError(f"{path} lacks columns {missing[:4]}: it was written for other domains; "
+                         "run `mixopt sample` again")
     recipes = set(table["recipe"].to_list())
     if recipes and recipes != {ctx.recipe}:
         raise ConfigError(f"{path} was sampled for another proxy recipe than this config's; "
@@ -410,12 +140,12 @@ def read_proposed(ctx: StudyContext) -> Batch:
     return Batch(mixtures, seeds, round_index, expected, description)
 
 
-def run_stage(config: Config, out_dir: str | Path, reporter=None, retry_failed: bool = False) -> RunResult:
-    """Train the proxies listed in DIR/proposed.parquet that the store does not hold yet."""
-    from mixopt.recommend import Reporter
-
+def run_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = None, retry_failed: bool = False,
+              runner=None) -> RunResult:
+    """Train the proxies listed in DIR/proposed.parquet that the store does not hold yet (with
+    `runner`; None: on Ray)."""
     reporter = reporter or Reporter()
-    ctx = open_study(config, out_dir, reporter)
+    ctx = open_study(config, out_dir, reporter, runner)
     batch = read_proposed(ctx)
     todo = pending_runs(ctx, batch, retry_failed)
     counts = train_batch(ctx, batch, todo, reporter)
@@ -429,28 +159,10 @@ def run_stage(config: Config, out_dir: str | Path, reporter=None, retry_failed: 
 
 
 # -- stage: fit ---------------------------------------------------------------------------------------
-@dataclass
-class FitResult:
-    out_dir: Path
-    payload: dict                # what fit.json holds
-
-    def to_json(self) -> dict:
-        return self.payload
-
-    def summary(self) -> str:
-        cv = self.payload.get("cv") or {}
-        scores = (f"{cv.get('folds')}-fold CV of the objective: RMSE {cv['rmse']:.4g}, Spearman {cv['spearman']:.3f}"
-                  if cv.get("rmse") is not None else "no cross-validation (too few runs)")
-        state = "" if self.payload["complete"] else " (the study is not complete: more rounds to train)"
-        return (f"{self.payload['surrogate']['kind']} surrogate on {self.payload['n_fit']} finished runs: {scores}; "
-                f"wrote {self.out_dir / 'surrogate'} and {self.out_dir / FIT_FILE}{state}")
-
-
-def fit_stage(config: Config, out_dir: str | Path, reporter=None) -> FitResult:
+def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = None) -> FitResult:
     """Fit the surrogate on every finished run told so far, as the study's recommend() does; save it
     (LightGBM text / JSON) under DIR/surrogate and its cross-validated scores in DIR/fit.json."""
     from mixopt import surrogate as surrogates
-    from mixopt.recommend import Reporter
 
     reporter = reporter or Reporter()
     ctx = open_study(config, out_dir, reporter)
@@ -502,10 +214,8 @@ def fit_stage(config: Config, out_dir: str | Path, reporter=None) -> FitResult:
 
 
 # -- stage: propose (and the end of recommend) ------------------------------------------------------
-def finish(ctx: StudyContext, reporter):
+def finish(ctx: StudyContext, reporter: Reporter) -> Recommendation:
     """Fit, search, and write recommendation.json and surrogate/; the Recommendation."""
-    from mixopt.recommend import Recommendation, noise_report, recommendation_payload
-
     with reporter.busy(f"fitting the surrogate and searching ({ctx.config.search.method})"):
         try:
             result = ctx.study.recommend()
@@ -529,11 +239,9 @@ def finish(ctx: StudyContext, reporter):
     )
 
 
-def propose_stage(config: Config, out_dir: str | Path, reporter=None):
+def propose_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = None) -> Recommendation:
     """Search with the surrogate of a complete study and write DIR/recommendation.json (the same
     file, to the bit, that `mixopt recommend` writes from the same runs)."""
-    from mixopt.recommend import Reporter
-
     reporter = reporter or Reporter()
     ctx = open_study(config, out_dir, reporter)
     batch = advance(ctx)
@@ -544,18 +252,11 @@ def propose_stage(config: Config, out_dir: str | Path, reporter=None):
     return finish(ctx, reporter)
 
 
-def recommend_stages(config: Config, out_dir: str | Path, reporter=None):
-    """The whole static pipeline: every batch trained in turn (failed runs retried on resume), then propose."""
-    from mixopt.recommend import Reporter
-
+def recommend_stages(config: Config, out_dir: str | Path, reporter: Reporter | None = None,
+                     runner=None) -> Recommendation:
+    """The whole static pipeline: every batch trained in turn (failed runs retried on resume, with
+    `runner`; None: on Ray), then propose."""
     reporter = reporter or Reporter()
-    ctx = open_study(config, out_dir, reporter)
+    ctx = open_study(config, out_dir, reporter, runner)
     advance(ctx, train=lambda batch, todo: train_batch(ctx, batch, todo, reporter), retry_failed=True)
     return finish(ctx, reporter)
-
-
-def load_fit(out_dir: str | Path) -> dict:
-    path = Path(out_dir) / FIT_FILE
-    if not path.exists():
-        raise StudyError(f"no fit at {path}: run `mixopt fit` first")
-    return json.loads(path.read_text())

@@ -1,34 +1,39 @@
-"""`mixopt train`, `mixopt jacobian` and `mixopt validate`: typer command functions (registered by mixopt/cli.py).
-
-Bad input raises mixopt.errors exceptions; the CLI turns them into one `error:` line, exit 2.
-"""
+"""One model under an online mixer, and the tools that train proxies around a finished study:
+`mixopt train`, `mixopt jacobian`, `mixopt validate`."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from mixopt.cli.common import command, stderr_log
 from mixopt.errors import InputError
 
-
-def _say(quiet: bool):
-    def log(line: str) -> None:
-        if not quiet:
-            print(line, file=sys.stderr, flush=True)
-    return log
+ONLINE_CHOICES = ("auto", "aioli", "static", "stratified")
+"""--online: the mixers `mixopt train` offers (doremi needs reference losses, which the CLI has not)."""
 
 
-def train_command(
-    config: Path = typer.Option(..., "--config", "-c", help="Training configuration (YAML), e.g. configs/train.yaml.", dir_okay=False),
-    mixture: Optional[Path] = typer.Option(None, "--mixture", "-m", help="recommendation.json: the static mixture (prior of the online mixer; held by static).", dir_okay=False),
-    online: str = typer.Option("auto", "--online", help="Online mixer: auto, aioli, static, stratified (doremi needs reference losses: not from the CLI)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (train_log.parquet, weights.png, train_result.json, checkpoint/); an unfinished run there resumes.", file_okay=False),
+@command("train")
+def train(
+    config: Path = typer.Option(..., "--config", "-c",
+        help="Training configuration (YAML), e.g. configs/train.yaml.",
+        dir_okay=False),
+    mixture: Optional[Path] = typer.Option(None, "--mixture", "-m",
+        help="recommendation.json: the static mixture (prior of the online mixer; held by static).",
+        dir_okay=False),
+    online: str = typer.Option("auto", "--online",
+        help="Online mixer: auto, aioli, static, stratified (doremi needs reference losses: not from the CLI)."),
+    out: Path = typer.Option(..., "--out", "-o",
+        help="Run directory (train_log.parquet, weights.png, train_result.json, checkpoint/); "
+             "an unfinished run there resumes.",
+        file_okay=False),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed."),
-    jacobian: Optional[Path] = typer.Option(None, "--jacobian", help="jacobian.json of `mixopt jacobian`: the study's transfer structure for --online auto.", dir_okay=False),
+    jacobian: Optional[Path] = typer.Option(None, "--jacobian",
+        help="jacobian.json of `mixopt jacobian`: the study's transfer structure for --online auto.",
+        dir_okay=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; print only the result."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
 ) -> None:
@@ -39,23 +44,25 @@ def train_command(
     OUT/train_log.parquet (step, tokens, phase, w_<d>, loss_<d>, train_loss), the weight trajectories
     to OUT/weights.png, the final held-out losses to OUT/train_result.json.
     """
-    from mixopt import online as online_mixers
+    from mixopt.config import load_train_config
     from mixopt.data.corpus import Corpus
-    from mixopt.training import align_weights, build_mixer, load_train_config, read_mixture, run_space, train_run
+    from mixopt.large_run import align_weights, build_mixer, run_space, train_run
+    from mixopt.pipeline.results import Recommendation
 
     settings = load_train_config(config)
     if seed is not None:
         if seed < 0:
             raise InputError(f"seed must be >= 0, got {seed}")
         settings = settings.model_copy(update={"seed": seed})
-    if online not in online_mixers.METHODS or online == "doremi":
-        raise InputError(f"online must be one of auto, aioli, static, stratified; got {online!r}")
+    if online not in ONLINE_CHOICES:
+        raise InputError(f"online must be one of {', '.join(ONLINE_CHOICES)}; got {online!r}")
     corpus = Corpus.open(settings.corpus, verify="size")
     prior = study = None
     if mixture is not None:
-        mix_domains, weights, study = read_mixture(mixture)
-        domains = settings.domains or mix_domains
-        prior = align_weights(weights, mix_domains, domains)
+        recommendation = Recommendation.from_json(mixture, label="mixture")
+        domains = settings.domains or recommendation.domains
+        prior = align_weights(recommendation.proportions, recommendation.domains, domains)
+        study = recommendation.payload
     else:
         domains = settings.domains or corpus.domains
         if online == "static":
@@ -66,11 +73,11 @@ def train_command(
     space = run_space(settings, domains, corpus.tokens("train"), study)
     J = None
     if jacobian is not None:
-        from mixopt.transfer import read_jacobian
+        from mixopt.tools.jacobian import read_jacobian
 
         J = read_jacobian(jacobian, domains)
     mixer = build_mixer(settings, domains, prior, method=online, space=space, jacobian=J)
-    result = train_run(settings, domains, mixer, out, log=_say(quiet or json_output), label=online)
+    result = train_run(settings, domains, mixer, out, log=stderr_log(quiet or json_output), label=online)
     if json_output:
         print(json.dumps(result))
     else:
@@ -78,10 +85,16 @@ def train_command(
               f"({result['seconds']:.0f} s); log {Path(out) / 'train_log.parquet'}")
 
 
-def jacobian_command(
-    mixture: Path = typer.Option(..., "--mixture", "-m", help="recommendation.json of a finished study (its runs.parquet beside it).", dir_okay=False),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the Jacobian (default: jacobian.json beside the recommendation).", dir_okay=False),
-    repeats: int = typer.Option(2, "--repeats", help="Proxies on the recommendation at the study's length and at half of it (each)."),
+@command("jacobian")
+def jacobian(
+    mixture: Path = typer.Option(..., "--mixture", "-m",
+        help="recommendation.json of a finished study (its runs.parquet beside it).",
+        dir_okay=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+        help="Where to write the Jacobian (default: jacobian.json beside the recommendation).",
+        dir_okay=False),
+    repeats: int = typer.Option(2, "--repeats",
+        help="Proxies on the recommendation at the study's length and at half of it (each)."),
     threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; print only the result."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
@@ -95,11 +108,11 @@ def jacobian_command(
     refits). `auto` uses it to see what one domain's data teaches the others, which one large run
     cannot measure.
     """
-    from mixopt.transfer import study_jacobian
+    from mixopt.tools.jacobian import study_jacobian
 
     if threads < 1:
         raise InputError(f"threads must be >= 1, got {threads}")
-    result = study_jacobian(mixture, out, repeats=repeats, threads=threads, log=_say(quiet or json_output))
+    result = study_jacobian(mixture, out, repeats=repeats, threads=threads, log=stderr_log(quiet or json_output))
     if json_output:
         print(json.dumps(result))
     else:
@@ -108,20 +121,26 @@ def jacobian_command(
               f"{result['path']}")
 
 
-def validate_command(
-    config: Path = typer.Option(Path("configs/validate.yaml"), "--config", "-c", help="Validation configuration (YAML).", dir_okay=False),
+@command("validate")
+def validate(
+    config: Path = typer.Option(Path("configs/validate.yaml"), "--config", "-c",
+        help="Validation configuration (YAML).",
+        dir_okay=False),
     mixture: Path = typer.Option(..., "--mixture", "-m", help="recommendation.json to validate.", dir_okay=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for validate.json, validate.parquet, validate.md; finished scales are reused.", file_okay=False),
+    out: Path = typer.Option(..., "--out", "-o",
+        help="Directory for validate.json, validate.parquet, validate.md; finished scales are reused.",
+        file_okay=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; print only the result."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
 ) -> None:
     """Train the recommended, natural, uniform and random mixtures at the proxy scale and at a larger
     scale; print both rankings and the proxy-to-large Spearman correlation.
     """
-    from mixopt.validate import load_validate_config, ranking_markdown, run_validate
+    from mixopt.config import load_validate_config
+    from mixopt.tools.validate import ranking_markdown, run_validate
 
     settings = load_validate_config(config)
-    result = run_validate(settings, mixture, out, log=_say(quiet or json_output))
+    result = run_validate(settings, mixture, out, log=stderr_log(quiet or json_output))
     if json_output:
         print(json.dumps(result))
     else:

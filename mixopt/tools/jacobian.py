@@ -27,7 +27,7 @@ FORMAT = "mixopt-jacobian/1"
 
 def study_runs(study_dir: Path, domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """(mixtures, per-domain losses) of the study's finished proxies (RunStore.finished)."""
-    from mixopt.store import RunStore, loss_columns, weight_columns
+    from mixopt.pipeline.store import RunStore, loss_columns, weight_columns
 
     path = study_dir / "runs.parquet"
     if not path.exists():
@@ -45,15 +45,16 @@ def study_jacobian(mixture_path: str | Path, out: str | Path | None = None, repe
     its runs.parquet) at its recommendation; write it to `out` (default: jacobian.json beside
     the recommendation) and return what was written."""
     from mixopt.online.jacobian import estimate_jacobian
-    from mixopt.training import read_mixture
+    from mixopt.pipeline.results import Recommendation, recommendation_path
+    from workers.proxies import train_proxies
     from workers.spec import ProxySpec
-    from workers.train import train_proxies
 
     log = log or (lambda line: None)
     if not isinstance(repeats, int) or repeats < 1:
         raise InputError(f"repeats must be an integer >= 1, got {repeats!r}")
-    mixture_path = Path(mixture_path)
-    domains, weights, payload = read_mixture(mixture_path)
+    mixture_path = recommendation_path(mixture_path)
+    recommendation = Recommendation.from_json(mixture_path, label="mixture")
+    domains, weights, payload = recommendation.domains, recommendation.proportions, recommendation.payload
     X, Y = study_runs(mixture_path.parent, domains)
     if len(X) < len(domains) + 2:
         raise InputError(f"mixture: the study has {len(X)} finished proxies; a Jacobian over "
@@ -80,7 +81,8 @@ def study_jacobian(mixture_path: str | Path, out: str | Path | None = None, repe
             log(f"jacobian: {repeats} proxies on the recommendation at {spec.tokens:,} tokens")
             results = train_proxies(corpus, domains, rows, seeds, spec, threads=threads, packed=True)
             if any(r["status"] != "ok" for r in results):
-                raise InputError(f"jacobian: a proxy at {spec.tokens:,} tokens diverged; the rate along the length is unknown")
+                raise InputError(f"jacobian: a proxy at {spec.tokens:,} tokens diverged; "
+                                 "the rate along the length is unknown")
             losses[name] = np.array([[r["loss"][d] for d in domains] for r in results])
     along = (losses["full"].mean(axis=0) - losses["half"].mean(axis=0)) / math.log(full.tokens / half.tokens)
     J = estimate_jacobian(X, Y, weights, along)

@@ -7,7 +7,7 @@ and at a larger scale (`large:`, by default about 4x the proxy's parameters and 
 the recommended mixture, the natural one (tokens available per domain, from the recommendation),
 uniform, and `random` Dirichlet mixtures. Every model of a scale starts from the same
 initialisation and sees the same data stream (common random numbers; workers/data.py), and they
-are trained as one packed computation (workers/train.py). Reports the ranking of the mixtures at
+are trained as one packed computation (workers/proxies.py). Reports the ranking of the mixtures at
 each scale (mean held-out loss over the domains, or the recommendation's objective weights) and
 the Spearman correlation between the proxy and the large ranking.
 
@@ -23,49 +23,16 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from pydantic import Field
 
-from mixopt.config import Section, read_yaml, validate_mapping
+from mixopt.config import ScaleSettings, ValidateSettings
 from mixopt.errors import ConfigError, InputError
 from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready, read_reusable_json
+from mixopt.pipeline.results import Recommendation
 from mixopt.stats import ordinal_ranks, spearman
-from mixopt.training import read_mixture
 
 SCALES = ("proxy", "large")
-
-
-class ScaleSettings(Section):
-    """A training recipe (the fields of workers.spec.ProxySpec)."""
-    preset: str | dict[str, Any] = "cpu-0.5m"
-    tokens: int = Field(default=262_144, gt=0)
-    batch_size: int = Field(default=8, gt=0)
-    seq_len: int = Field(default=128, gt=0)
-    lr: float = Field(default=3e-3, gt=0)
-    warmup: float = Field(default=0.1, ge=0, lt=1)
-    eval_tokens: int = Field(default=16_384, gt=0)
-    compile: bool | None = False
-
-
-class ValidateSettings(Section):
-    corpus: str = "data/corpus"
-    proxy: ScaleSettings = Field(default_factory=ScaleSettings)
-    large: ScaleSettings = Field(default_factory=lambda: ScaleSettings(
-        preset={"n_layer": 4, "n_head": 4, "d_model": 192, "d_ff": 576}, tokens=1_048_576, lr=2e-3))
-    random: int = Field(default=3, ge=0)
-    """Random Dirichlet(1) mixtures trained besides recommended, natural and uniform."""
-    seed: int = Field(default=0, ge=0)
-    threads: int = Field(default=2, gt=0)
-
-
-def parse_validate_config(payload: Any, source: str = "validate config") -> ValidateSettings:
-    return validate_mapping(ValidateSettings, payload, source)
-
-
-def load_validate_config(path: str | Path) -> ValidateSettings:
-    return parse_validate_config(read_yaml(path), source=str(path))
 
 
 def candidate_mixtures(domains: list[str], weights: np.ndarray, payload: dict, k: int, seed: int):
@@ -100,31 +67,23 @@ def _spec(scale: ScaleSettings):
         raise ConfigError(f"validate config: {exc}") from None
 
 
-def _objective_weights(payload: dict, domains: list[str]) -> np.ndarray:
-    objective = payload.get("objective")
-    if isinstance(objective, dict) and isinstance(objective.get("weights"), dict):
-        w = np.array([float(objective["weights"].get(d, 0.0)) for d in domains])
-        if np.all(np.isfinite(w)) and w.sum() > 0:
-            return w / w.sum()
-    return np.full(len(domains), 1.0 / len(domains))
-
-
 def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: str | Path,
                  log: Callable[[str], None] | None = None) -> dict:
     from mixopt.data.corpus import Corpus
     from workers.presets import load_preset
-    from workers.train import train_proxies
+    from workers.proxies import train_proxies
 
     log = log or (lambda line: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    domains, weights, payload = read_mixture(mixture_path)
+    recommendation = Recommendation.from_json(mixture_path, label="mixture")
+    domains, weights, payload = recommendation.domains, recommendation.proportions, recommendation.payload
     corpus = Corpus.open(settings.corpus, verify="size")
     missing = [d for d in domains if d not in corpus.domains]
     if missing:
         raise InputError(f"mixture: domains {missing} are not in the corpus at {settings.corpus}")
     names, mixtures = candidate_mixtures(domains, weights, payload, settings.random, settings.seed)
-    objective = _objective_weights(payload, domains)
+    objective = recommendation.objective_weights
     started = time.time()
     scales = {}
     for scale in SCALES:
@@ -197,8 +156,10 @@ def _none(value):
 def ranking_markdown(result: dict) -> str:
     scales = result["scales"]
     lines = [
-        f"| mixture | proxy loss ({scales['proxy']['params'] / 1e6:.2f}M params, {scales['proxy']['tokens'] / 1e6:.2f}M tok) "
-        f"| proxy rank | large loss ({scales['large']['params'] / 1e6:.2f}M params, {scales['large']['tokens'] / 1e6:.2f}M tok) "
+        f"| mixture | proxy loss ({scales['proxy']['params'] / 1e6:.2f}M params, "
+        f"{scales['proxy']['tokens'] / 1e6:.2f}M tok) "
+        f"| proxy rank | large loss ({scales['large']['params'] / 1e6:.2f}M params, "
+        f"{scales['large']['tokens'] / 1e6:.2f}M tok) "
         f"| large rank |",
         "|---|---:|---:|---:|---:|",
     ]

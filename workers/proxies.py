@@ -10,8 +10,9 @@ initial weights follow workers/model.py:init_state (a function of the seed only)
 
 packed=True (the default) trains all the proxies given as one PackedGPT: one batched forward and
 backward per step, one optimizer update over a flat (P, N) buffer. packed=False trains them one
-after the other as plain GPT modules with torch.optim.AdamW: the reference the tests compare
-against, and the "naive" baseline of benchmarks/proxy_throughput.py.
+after the other as plain GPT modules with torch.optim.AdamW, through the training step that the
+large run shares (workers/loop.py): the reference the tests compare against, and the "naive"
+baseline of benchmarks/proxy_throughput.py.
 
 Divergence: a proxy whose training loss or gradient norm becomes NaN or infinite is frozen at that
 step (its updates are masked to zero; nothing of it reaches the other proxies, whose math is
@@ -29,18 +30,18 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 
 from mixopt.data.corpus import Corpus
 from workers.data import MixtureSampler, eval_windows, normalize_mixture
-from workers.model import GPT, PackedGPT, init_state, param_layout
+from workers.loop import adamw, autocast, evaluate, lr_factor, resolve_device, to_device, train_step
+from workers.model import GPT, PackedGPT, init_state
 from workers.presets import ModelConfig, load_preset
 from workers.spec import ProxySpec
 
-__all__ = ["ProxySpec", "train_proxies", "lr_factor", "resolve_device"]
+__all__ = ["ProxySpec", "train_proxies", "wants_compile"]
 
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
@@ -50,29 +51,6 @@ COMPILE_MIN_STEPS = 200
 """spec.compile=None compiles runs of at least this many steps."""
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda if visible else cpu; "cuda" without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available here")
-    return torch.device(name)
-
-
-def lr_factor(step: int, steps: int, spec: ProxySpec) -> float:
-    """Learning rate of `step` (0-based) as a fraction of the peak. `spec`: anything with `warmup`,
-    `schedule` and `final_lr` (a ProxySpec, or the model section of `mixopt train`'s config)."""
-    warmup = int(round(spec.warmup * steps))
-    if step < warmup:
-        return (step + 1) / warmup
-    if spec.schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, steps - 1 - warmup)
-    if spec.schedule == "linear":
-        return 1.0 - (1.0 - spec.final_lr) * progress
-    return spec.final_lr + (1.0 - spec.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class _Timer:
@@ -147,19 +125,6 @@ def _compiled(fn):
             return fn(*args)
 
     return call
-
-
-def _to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    tensor = torch.from_numpy(batch)
-    if device.type == "cuda":  # pinned host memory (cached by torch) and an asynchronous copy
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor
-
-
-def _autocast(device: torch.device, spec: ProxySpec):
-    if device.type == "cuda" and spec.autocast:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def _check_inputs(domains, mixtures, seeds, lr_scales) -> tuple[list[str], np.ndarray, list[int], list[float]]:
@@ -257,8 +222,8 @@ def _train_packed(cfg: ModelConfig, spec: ProxySpec, device: torch.device, sampl
             timer.mark("steady_start")
         for p, sampler in enumerate(samplers):
             sampler.batch(step, out=batch[p])
-        windows = _to_device(batch, device)
-        with _autocast(device, spec):
+        windows = to_device(batch, device)
+        with autocast(device, spec.autocast):
             losses = loss_fn(windows[..., :-1], windows[..., 1:])
         model.backward(losses)
         trainer.step(losses, spec.lr * lr_factor(step, steps, spec), step)
@@ -300,9 +265,9 @@ def _evaluate_packed(model: PackedGPT, spec: ProxySpec, device: torch.device,
     for domain, windows in held_out.items():
         total = torch.zeros(model.P, dtype=torch.float64, device=device)
         for start in range(0, len(windows), batch_size):
-            chunk = _to_device(windows[start : start + batch_size], device)
+            chunk = to_device(windows[start : start + batch_size], device)
             chunk = chunk.unsqueeze(0).expand(model.P, -1, -1)   # the same windows for every proxy
-            with _autocast(device, spec):
+            with autocast(device, spec.autocast):
                 logits = model.logits(chunk[..., :-1])
             per_token = torch.nn.functional.cross_entropy(
                 logits.float().flatten(0, 1), chunk[..., 1:].flatten(), reduction="none"
@@ -314,43 +279,31 @@ def _evaluate_packed(model: PackedGPT, spec: ProxySpec, device: torch.device,
 
 def _train_single(cfg: ModelConfig, spec: ProxySpec, device: torch.device, sampler: MixtureSampler,
                   seed: int, lr_scale: float, held_out: dict[str, np.ndarray]) -> dict:
-    """One proxy as a plain PyTorch loop (GPT module, torch.optim.AdamW, clip_grad_norm_)."""
+    """One proxy as a plain PyTorch loop: a GPT module and the shared step of workers/loop.py."""
     timer = _Timer(device)
     timer.mark("start")
     steps, curve_every = spec.steps, spec.curve_every
     model = GPT(cfg, seed=seed).to(device)
-    decay = {name for name, _, is_decayed in param_layout(cfg) if is_decayed}
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if n in decay], "weight_decay": spec.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n not in decay], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps)
+    optimizer = adamw(model, cfg, spec.lr, spec.weight_decay, (spec.beta1, spec.beta2), spec.eps)
     forward = _compiled(model) if wants_compile(spec) else model
     curve, running, diverged_at = [], 0.0, None
     timer.mark("train_start")
     for step in range(steps):
         if step == min(STEADY_AFTER, steps - 1):
             timer.mark("steady_start")
-        windows = _to_device(sampler.batch(step), device)
-        for group in optimizer.param_groups:
-            group["lr"] = spec.lr * lr_scale * lr_factor(step, steps, spec)
-        with _autocast(device, spec):
-            loss = forward(windows[:, :-1], windows[:, 1:])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), spec.grad_clip if spec.grad_clip > 0 else math.inf)
-        loss_value = loss.item()
-        if not (math.isfinite(loss_value) and math.isfinite(norm.item())):
+        windows = to_device(sampler.batch(step), device)
+        lr = spec.lr * lr_scale * lr_factor(step, steps, spec)
+        loss, norm = train_step(model, optimizer, windows, lr, spec.grad_clip, forward=forward, bf16=spec.autocast)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
             diverged_at = step
             break
-        optimizer.step()
-        running += loss_value
+        running += loss
         if (step + 1) % curve_every == 0 or step == steps - 1:
             curve.append(running / ((step % curve_every) + 1))
             running = 0.0
     timer.mark("train_end")
     if diverged_at is None:
-        losses = _evaluate_single(model, spec, device, held_out)
+        losses = evaluate(model, held_out, spec.eval_batch_size or spec.batch_size, device, spec.autocast)
     else:
         losses = {d: math.nan for d in held_out}
     timer.mark("end")
@@ -367,21 +320,6 @@ def _train_single(cfg: ModelConfig, spec: ProxySpec, device: torch.device, sampl
         "diverged_at": diverged_at,
         "timing": _timing(timer.marks, steps if diverged_at is None else diverged_at + 1, spec.tokens_per_step),
     }
-
-
-@torch.no_grad()
-def _evaluate_single(model: GPT, spec: ProxySpec, device: torch.device,
-                     held_out: dict[str, np.ndarray]) -> dict[str, float]:
-    batch_size = spec.eval_batch_size or spec.batch_size
-    out = {}
-    for domain, windows in held_out.items():
-        total = 0.0
-        for start in range(0, len(windows), batch_size):
-            chunk = _to_device(windows[start : start + batch_size], device)
-            with _autocast(device, spec):
-                total += float(model(chunk[:, :-1], chunk[:, 1:], reduction="sum"))
-        out[domain] = total / (windows.shape[0] * (windows.shape[1] - 1))
-    return out
 
 
 def _timing(marks: dict[str, float], steps: int, tokens_per_step: int) -> dict:

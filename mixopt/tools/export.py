@@ -6,7 +6,8 @@
 
 Each format also has a pure function from the recommendation dict (what recommendation.json holds)
 to the text: `megatron_data_path`, `hf_interleave_json` (and `hf_interleave_spec` for the dict),
-`yaml_mixture`; `render_export` picks one by name.
+`yaml_mixture`; `render_export` picks one by name. A dict is checked, and a file read and checked,
+by mixopt.pipeline.results (check_payload, Recommendation.from_json).
 
 Weights are rounded once, the same way for every format: to `precision` decimals by the
 largest-remainder method, so that the rounded weights add up to exactly one at that precision
@@ -58,76 +59,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mixopt.errors import DataError, InputError
+from mixopt.errors import InputError
 from mixopt.io import atomic_write_text
+from mixopt.pipeline.results import Recommendation, check_payload, recommendation_path
 
 FORMATS = ("megatron", "hf", "yaml")
 DEFAULT_PREFIX_TEMPLATE = "{domain}_text_document"
 DEFAULT_PRECISION = 6
 STOPPING_STRATEGIES = ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement")
 DEFAULT_FILENAMES = {"megatron": "mixture.megatron.txt", "hf": "mixture.hf.json", "yaml": "mixture.yaml"}
-RECOMMENDATION_FILE = "recommendation.json"
-SUM_TOLERANCE = 1e-6
-
-
-# -- reading and checking a recommendation ------------------------------------------------------
-def recommendation_path(source: str | Path) -> Path:
-    """recommendation.json inside a study directory, or the file itself."""
-    path = Path(source)
-    return path / RECOMMENDATION_FILE if path.is_dir() else path
-
-
-def load_recommendation(source: str | Path) -> dict:
-    """Read and check a recommendation.json (a study directory or the file's path).
-
-    Raises DataError naming the file when it is missing, not JSON, or lacks a consistent
-    `domains` / `weights` pair."""
-    path = recommendation_path(source)
-    if not path.exists():
-        if not path.parent.exists():
-            raise DataError(f"study directory {path.parent} does not exist")
-        raise DataError(f"no recommendation at {path} (run `mixopt recommend` first)")
-    if not path.is_file():
-        raise DataError(f"{path} is not a file")
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path} is not valid JSON: {exc}") from None
-    try:
-        check_recommendation(payload)
-    except InputError as exc:
-        raise DataError(f"{path}: {exc}") from None
-    return payload
-
-
-def check_recommendation(payload) -> tuple[list[str], np.ndarray]:
-    """Domains and weights of a recommendation dict, or InputError naming the field at fault."""
-    if not isinstance(payload, Mapping):
-        raise InputError(f"a recommendation must be a JSON object, got {type(payload).__name__}")
-    for key in ("domains", "weights"):
-        if key not in payload:
-            raise InputError(f"the recommendation has no {key!r} field")
-    domains = payload["domains"]
-    if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and d for d in domains):
-        raise InputError(f"'domains' must be a non-empty list of names, got {domains!r}")
-    if len(set(domains)) != len(domains):
-        raise InputError(f"'domains' must be unique, got {domains}")
-    raw = payload["weights"]
-    if not isinstance(raw, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in raw):
-        raise InputError(f"'weights' must be a list of numbers, got {raw!r}")
-    if len(raw) != len(domains):
-        raise InputError(f"'weights' has {len(raw)} values for {len(domains)} domains")
-    weights = np.asarray(raw, dtype=np.float64)
-    if not np.all(np.isfinite(weights)):
-        raise InputError(f"'weights' must be finite, got {raw}")
-    if np.any(weights < -1e-9):
-        raise InputError(f"'weights' must be non-negative, got {raw}")
-    weights = np.clip(weights, 0.0, None)
-    if abs(weights.sum() - 1.0) > SUM_TOLERANCE:
-        raise InputError(f"'weights' must sum to 1, they sum to {weights.sum():.9g}")
-    return list(domains), weights
 
 
 # -- rounding ------------------------------------------------------------------------------------
@@ -165,7 +105,7 @@ def _decimal(units: int, precision: int) -> str:
 
 def rounded_mixture(payload: Mapping, precision: int = DEFAULT_PRECISION) -> list[tuple[str, int]]:
     """(domain, units) for every domain, in the recommendation's order (units: see round_weights)."""
-    domains, weights = check_recommendation(payload)
+    domains, weights = check_payload(payload)
     return list(zip(domains, round_weights(weights, precision)))
 
 
@@ -272,7 +212,7 @@ def hf_interleave_spec(payload: Mapping, precision: int = DEFAULT_PRECISION, see
     from epochs_at_target (default_stopping_strategy)."""
     precision = _check_precision(precision)
     if stopping_strategy is None:
-        check_recommendation(payload)
+        check_payload(payload)
         stopping_strategy = default_stopping_strategy(payload)
     if stopping_strategy not in STOPPING_STRATEGIES:
         raise InputError(f"stopping_strategy must be one of {list(STOPPING_STRATEGIES)}, got {stopping_strategy!r}")
@@ -343,7 +283,7 @@ def export_recommendation(source: str | Path, format: str, out: str | Path | Non
     if format not in FORMATS:
         raise InputError(f"format must be one of {list(FORMATS)}, got {format!r}")
     path = recommendation_path(source)
-    payload = load_recommendation(path)
+    payload = Recommendation.from_json(path).payload
     text = render_export(payload, format, prefix_template=prefix_template, precision=precision,
                          prefixes=prefixes, seed=seed, stopping_strategy=stopping_strategy)
     if out is None:
@@ -357,6 +297,6 @@ def export_recommendation(source: str | Path, format: str, out: str | Path | Non
 
 __all__ = [
     "FORMATS", "export_recommendation", "render_export", "megatron_data_path", "parse_megatron_data_path",
-    "megatron_prefixes", "hf_interleave_spec", "default_stopping_strategy", "hf_interleave_json", "yaml_mixture", "load_recommendation",
-    "check_recommendation", "round_weights", "recommendation_path",
+    "megatron_prefixes", "hf_interleave_spec", "default_stopping_strategy", "hf_interleave_json", "yaml_mixture",
+    "round_weights",
 ]

@@ -1,0 +1,164 @@
+"""One configuration over one study directory, opened: the corpus, the space, the run store, the study.
+
+    ctx = open_study(config, out_dir, reporter, runner=None)
+
+`open_study` checks --out, opens the corpus (preparing it first when the config says how), builds
+the mixture space from the corpus's token counts and the config's bounds, opens runs.parquet and
+creates the Study that the stages replay (mixopt/pipeline/replay.py). `runner` trains proxies
+(`run(mixtures, seeds, on_result)`); None: the Ray runner, started on the first batch to train.
+Reporter is the progress protocol every stage talks to (the CLI draws bars; the default is silent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mixopt.config import Config, proxy_spec
+from mixopt.data.corpus import Corpus
+from mixopt.errors import ConfigError, InputError
+from mixopt.pipeline.store import RunStore, recipe_hash
+from mixopt.space import MixtureSpace
+from mixopt.study import Study
+
+NOISE_SEED_OFFSET = 1000
+"""The seed-noise repeats train under the study seed plus this."""
+NOISE_ROUND = -1
+"""The `round` of the seed-noise repeats in runs.parquet (rounds of the study count from 0)."""
+
+
+class Reporter:
+    """Progress hooks; the CLI draws bars, the pipeline stays silent."""
+
+    def stage(self, name: str) -> None: ...
+
+    def proxies(self, total: int, already_done: int, description: str) -> None: ...
+
+    def proxy_done(self, status: str) -> None: ...
+
+    def proxies_finished(self) -> None: ...
+
+    def log(self, line: str) -> None: ...
+
+    def busy(self, description: str):
+        """A context manager around a step of unknown length (fitting, searching)."""
+        return contextlib.nullcontext()
+
+
+@dataclass
+class StudyContext:
+    """One configuration over one study directory: corpus, space, store and the replayed Study."""
+
+    config: Config
+    out_dir: Path
+    spec: object                 # workers.spec.ProxySpec
+    recipe: str
+    corpus: Corpus
+    space: MixtureSpace
+    store: RunStore
+    study: Study
+    started: float
+    first_round: np.ndarray | None = None
+    noise_told: bool = False     # the seed-noise repeats are settled (they are measured, not told)
+    runner: object | None = None  # trains proxies: run(mixtures, seeds, on_result); None: Ray, on first use
+
+    @property
+    def metric(self) -> str:
+        return self.config.objective.metric
+
+    @property
+    def domains(self) -> list[str]:
+        return self.space.domains
+
+
+def prepare_out_dir(out_dir: str | Path) -> Path:
+    """The study directory, created with its parents; InputError naming --out when that fails."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--out {out_dir}: cannot create the study directory ({exc.strerror or exc})") from None
+    probe = out_dir / f".mixopt-write-test.{time.time_ns()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"--out {out_dir}: the study directory is not writable ({exc.strerror or exc})") from None
+    return out_dir
+
+
+def open_corpus(config: Config, reporter: Reporter) -> Corpus:
+    corpus_dir = Path(config.data.corpus)
+    if not (corpus_dir / "manifest.parquet").exists() and config.data.prepare:
+        from mixopt.data.prepare import prepare_corpus
+
+        reporter.stage(f"preparing corpus {corpus_dir} from {config.data.prepare}")
+        prepare_corpus(corpus_dir, source=config.data.prepare, log=reporter.log)
+    return Corpus.open(corpus_dir, verify=config.data.verify)
+
+
+def build_space(config: Config, corpus: Corpus) -> MixtureSpace:
+    domains = config.data.domains or corpus.domains
+    unknown = [d for d in domains if d not in corpus.domains]
+    if unknown:
+        raise ConfigError(f"data.domains: {unknown} are not in the corpus (it has {corpus.domains})")
+    for section in ("min_weights", "max_weights"):
+        named = getattr(config.space, section)
+        stray = sorted(set(named) - set(domains))
+        if stray:
+            raise ConfigError(f"space.{section}: unknown domains {stray} (domains: {domains})")
+    if config.objective.weights:
+        stray = sorted(set(config.objective.weights) - set(domains))
+        if stray:
+            raise ConfigError(f"objective.weights: unknown domains {stray} (domains: {domains})")
+    tokens = corpus.tokens("train")
+    try:
+        return MixtureSpace(
+            domains=domains,
+            tokens=[tokens[d] for d in domains],
+            target_tokens=config.space.target_tokens,
+            max_epochs=config.space.max_epochs,
+            min_weights=config.space.min_weights or None,
+            max_weights=config.space.max_weights or None,
+        )
+    except InputError as exc:
+        raise ConfigError(f"space: {exc}") from None
+
+
+def make_study(config: Config, space: MixtureSpace) -> Study:
+    return Study(
+        space,
+        budget=config.study.proxies,
+        objective=config.objective.weights,
+        seed=config.study.seed,
+        rounds=config.study.rounds,
+        surrogate=config.surrogate.kind,
+        search=config.search.method,
+        search_options={"candidates": config.search.candidates, "top_k": config.search.top_k},
+        loss_names=space.domains,
+    )
+
+
+def open_study(config: Config, out_dir: str | Path, reporter: Reporter | None = None,
+               runner=None) -> StudyContext:
+    """Check --out, open (preparing if configured) the corpus, build the space, open the store.
+
+    runner: what trains proxies (`run(mixtures, seeds, on_result)`, as RayProxyRunner); None: a Ray
+    runner for the config's cluster, started when the first batch is to be trained."""
+    reporter = reporter or Reporter()
+    started = time.time()
+    out_dir = prepare_out_dir(out_dir)
+    spec = proxy_spec(config)
+    recipe = recipe_hash(dataclasses.asdict(spec))
+    corpus = open_corpus(config, reporter)
+    space = build_space(config, corpus)
+    store = RunStore(out_dir / "runs.parquet", space.domains)
+    return StudyContext(config=config, out_dir=out_dir, spec=spec, recipe=recipe, corpus=corpus, space=space,
+                        store=store, study=make_study(config, space), started=started, runner=runner)
