@@ -12,7 +12,7 @@ import typer
 from mixopt.cli.common import command, stderr_log
 from mixopt.errors import InputError
 
-ONLINE_CHOICES = ("auto", "aioli", "static", "stratified")
+ONLINE_CHOICES = ("static", "auto", "aioli", "stratified")
 """--online: the mixers `mixopt train` offers (doremi needs reference losses, which the CLI has not)."""
 
 
@@ -22,10 +22,11 @@ def train(
         help="Training configuration (YAML), e.g. configs/train.yaml.",
         dir_okay=False),
     mixture: Optional[Path] = typer.Option(None, "--mixture", "-m",
-        help="recommendation.json: the static mixture (prior of the online mixer; held by static).",
+        help="recommendation.json: the static mixture (held by static; the prior of the other mixers).",
         dir_okay=False),
-    online: str = typer.Option("auto", "--online",
-        help="Online mixer: auto, aioli, static, stratified (doremi needs reference losses: not from the CLI)."),
+    online: str = typer.Option("static", "--online",
+        help="Online mixer: static (holds the --mixture), auto, aioli, stratified "
+             "(doremi needs reference losses: not from the CLI)."),
     out: Path = typer.Option(..., "--out", "-o",
         help="Run directory (train_log.parquet, weights.png, train_result.json, checkpoint/); "
              "an unfinished run there resumes.",
