@@ -9,6 +9,7 @@ deterministic synthetic loss (Ray training is covered by test_pipeline_e2e.py an
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,12 @@ def test_every_command_and_group_has_help(capsys):
                 summary = summary.commands[name]
             first = (summary.help or "").split("\n")[0]
             assert first and " ".join(first.split())[:40] in text, path
+
+
+def test_train_holds_the_recommendation_unless_told_otherwise(capsys):
+    assert main(["train", "--help"]) == 0
+    default = re.search(r"--online\b.*?\[default: (\w+)\]", capsys.readouterr().out, re.S)
+    assert default and default.group(1) == "static"
 
 
 def test_python_dash_m_and_bare_command_show_help():
