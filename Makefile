@@ -11,7 +11,7 @@ DEMO_OUT := runs/demo
 # pyproject's range is already met and pip never pulls a multi-GB CUDA build.
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 'torch>=2.2' || echo 'torch==2.13.0')
 
-.PHONY: install demo test corpus bench clean
+.PHONY: install demo test test-fast lint corpus bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,13 @@ demo: corpus
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# the suite without the slow end-to-end tests and simulations (@pytest.mark.slow)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mixopt workers tests benchmarks
 
 # CPU benchmarks (each prints a one-line summary last; figures go to docs/benchmarks.md)
 bench: corpus

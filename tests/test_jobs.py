@@ -52,6 +52,7 @@ def head_processes(temp_dir: str):
     """Every process of the head started with this temp dir, and their descendants (workers, the
     job's driver)."""
     import ray  # noqa: F401  (puts Ray's bundled psutil on sys.path)
+    # isort: split
     import psutil
 
     roots = []
