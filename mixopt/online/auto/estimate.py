@@ -204,8 +204,9 @@ class GainEstimator:
             share = np.maximum(middle.mixture, TINY)
             a = response(self.settings.jacobian, self.settings.jacobian_weight, share)
             self._fold_own_rate(reading, effect(a, middle.deviation, share))      # own-only: D_i / p_i
-            self._fold_gain(reading, spread(a, self.objective * (reading.rate + reading.objective_rate
-                                                                 * self.own_rate_now()), share), middle.deviation)
+            # the own-data gains under the eps just updated, per domain whose data buys them
+            own = spread(a, self.objective * (reading.rate + reading.objective_rate * self.own_rate_now()), share)
+            self._fold_gain(reading, own, middle.deviation)
         return True
 
     def _read(self, middle: PairMiddle, fit: Interpolation, known: np.ndarray) -> PairReading:
