@@ -47,8 +47,12 @@ def bpe(tmp_path_factory) -> Path:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(texts, trainer)
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     tokenizer.save(str(path))
@@ -117,8 +121,12 @@ def all_formats(tmp_path, bpe):
 def test_the_issue_example_validates_and_bad_sections_name_the_field():
     data = data_config({
         "corpus": "data/my-corpus", "tokenizer": "tok/tokenizer.json",
-        "sources": {"web": {"paths": ["raw/web/*.jsonl.gz"]}, "code": {"paths": ["raw/code/*.parquet"], "text_field": "content"},
-                    "books": {"paths": ["raw/books/**/*.txt"]}, "arxiv": {"format": "megatron", "path": "raw/arxiv/arxiv_text_document"}},
+        "sources": {
+            "web": {"paths": ["raw/web/*.jsonl.gz"]},
+            "code": {"paths": ["raw/code/*.parquet"], "text_field": "content"},
+            "books": {"paths": ["raw/books/**/*.txt"]},
+            "arxiv": {"format": "megatron", "path": "raw/arxiv/arxiv_text_document"},
+        },
         "split": [{"paths": ["raw/mixed/*.parquet"], "domain_field": "source", "text_field": "text"}],
         "eval": {"news": {"paths": ["raw/eval/news.jsonl"]}},
     })  # fmt: skip
@@ -235,8 +243,13 @@ def test_vocabularies_over_65536_use_uint32_shards(tmp_path):
     rng = np.random.default_rng(0)
     docs = [" ".join(f"w{i}" for i in rng.integers(0, 70_000, size=100)) for _ in range(40)]
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    data = data_config({"corpus": str(tmp_path / "c"), "tokenizer": str(tmp_path / "big.json"),
-                        "sources": {"big": {"paths": [str(tmp_path / "d.jsonl")]}}})
+    data = data_config(
+        {
+            "corpus": str(tmp_path / "c"),
+            "tokenizer": str(tmp_path / "big.json"),
+            "sources": {"big": {"paths": [str(tmp_path / "d.jsonl")]}},
+        }
+    )
     corpus = build_corpus(data.corpus, data, WHOLE, executor="local").corpus
     assert corpus.vocab_size == 70_001 and corpus.dtype == np.dtype("<u4")
     assert corpus.manifest["dtype"].unique().to_list() == ["uint32"]
@@ -294,15 +307,23 @@ def test_megatron_core_reads_our_pair_and_we_read_its_pair(tmp_path):
         builder.add_document(torch.tensor(doc), [len(doc)])
     builder.finalize(str(tmp_path / "theirs.idx"))
     index = megatron.read_index(tmp_path / "theirs")
-    assert index.dtype == np.dtype("<i4") and [d.tolist() for d in index.read_documents(0, 3)] == [d.tolist() for d in docs]
+    assert index.dtype == np.dtype("<i4") and [d.tolist() for d in index.read_documents(0, 3)] == [
+        d.tolist() for d in docs
+    ]
 
 
 def test_flat_token_file_is_split_at_eos_across_units(tmp_path):
     rng = np.random.default_rng(1)
     docs = [np.append(rng.integers(1, 250, size=int(n)), 0) for n in rng.integers(1, 400, size=300)]
     np.concatenate(docs).astype("<u2").tofile(tmp_path / "flat.bin")
-    data = data_config({"corpus": str(tmp_path / "c"), "sources": {
-        "flat": {"format": "tokens", "path": str(tmp_path / "flat.bin"), "dtype": "uint16", "eos_id": 0}}})
+    data = data_config(
+        {
+            "corpus": str(tmp_path / "c"),
+            "sources": {
+                "flat": {"format": "tokens", "path": str(tmp_path / "flat.bin"), "dtype": "uint16", "eos_id": 0}
+            },
+        }
+    )
     corpus = build_corpus(data.corpus, data, WHOLE, executor="local", unit_bytes=512).corpus  # 256-id units
     assert collections.Counter(segments(corpus, "flat", 0)) == collections.Counter(tuple(d[:-1]) for d in docs)
     assert corpus.domain_tokens()["flat"].tokens == sum(len(d) for d in docs)
@@ -328,14 +349,21 @@ def paragraph_domain(tmp_path_factory):
 
 
 def test_estimate_holds_the_exact_count_within_its_interval(paragraph_domain, bpe, tmp_path):
-    data = data_config({"corpus": str(tmp_path / "c"), "tokenizer": str(bpe),
-                        "sources": {"para": {"paths": [str(paragraph_domain / "para.jsonl")]}}})
+    data = data_config(
+        {
+            "corpus": str(tmp_path / "c"),
+            "tokenizer": str(bpe),
+            "sources": {"para": {"paths": [str(paragraph_domain / "para.jsonl")]}},
+        }
+    )
     options = dict(executor="local", unit_bytes=32768, task_bytes=32768)  # units of some dozens of paragraphs
     whole = build_corpus(tmp_path / "whole", data, WHOLE, **options).corpus.domain_tokens()["para"]
     assert whole.exact
     covered, sampled_units = 0, []
     for seed in range(20):
-        result = build_corpus(tmp_path / f"s{seed}", data, SampleSize(train_tokens=60_000, val_tokens=2_000), seed=seed, **options)
+        result = build_corpus(
+            tmp_path / f"s{seed}", data, SampleSize(train_tokens=60_000, val_tokens=2_000), seed=seed, **options
+        )
         estimate = result.corpus.domain_tokens()["para"]
         details = json.loads((tmp_path / f"s{seed}" / PREPARE_NAME).read_text())["domain_details"]["para"]["estimate"]
         assert not estimate.exact and estimate.low < estimate.tokens < estimate.high
@@ -361,7 +389,9 @@ def test_sampling_opens_only_the_units_it_reads(tmp_path, monkeypatch):
     real_open = gzip.open
     monkeypatch.setattr(gzip, "open", lambda path, *a, **k: opened.append(Path(path).name) or real_open(path, *a, **k))
     data = data_config({"corpus": str(tmp_path / "c"), "sources": {"s": {"paths": [str(raw / "*.jsonl.gz")]}}})
-    result = build_corpus(data.corpus, data, SampleSize(train_tokens=50_000, val_tokens=1_000), executor="local", task_bytes=1)
+    result = build_corpus(
+        data.corpus, data, SampleSize(train_tokens=50_000, val_tokens=1_000), executor="local", task_bytes=1
+    )
     estimate = json.loads((tmp_path / "c" / PREPARE_NAME).read_text())["domain_details"]["s"]["estimate"]
     assert 10 <= estimate["units_read"] < 40 and len(opened) == estimate["units_read"] == len(set(opened))
     assert not result.corpus.domain_tokens()["s"].exact
@@ -377,12 +407,26 @@ def test_parquet_units_are_row_groups_read_from_the_footer():
 
 
 def test_ray_and_in_process_builds_are_identical(ray_local, paragraph_domain, bpe, tmp_path):
-    data = data_config({"corpus": str(tmp_path / "c"), "tokenizer": str(bpe),
-                        "sources": {"para": {"paths": [str(paragraph_domain / "para.jsonl")]}}})
+    data = data_config(
+        {
+            "corpus": str(tmp_path / "c"),
+            "tokenizer": str(bpe),
+            "sources": {"para": {"paths": [str(paragraph_domain / "para.jsonl")]}},
+        }
+    )
     size = SampleSize(train_tokens=60_000, val_tokens=2_000)
     local = build_corpus(tmp_path / "local", data, size, executor="local", unit_bytes=8192, task_bytes=16384).corpus
     on_ray = build_corpus(tmp_path / "ray", data, size, executor="ray", unit_bytes=8192, task_bytes=16384).corpus
-    columns = ["domain", "split", "path", "tokens", "sha256", "domain_tokens", "domain_tokens_low", "domain_tokens_high"]
+    columns = [
+        "domain",
+        "split",
+        "path",
+        "tokens",
+        "sha256",
+        "domain_tokens",
+        "domain_tokens_low",
+        "domain_tokens_high",
+    ]
     assert local.manifest.select(columns).equals(on_ray.manifest.select(columns))
 
 
@@ -393,7 +437,9 @@ def test_ray_and_in_process_builds_are_identical(ray_local, paragraph_domain, bp
 
 def test_second_build_does_nothing_until_an_input_or_the_sample_changes(tmp_path):
     shutil.copytree(SOURCES / "books", tmp_path / "books")
-    data = data_config({"corpus": str(tmp_path / "c"), "sources": {"books": {"paths": [str(tmp_path / "books" / "*.txt")]}}})
+    data = data_config(
+        {"corpus": str(tmp_path / "c"), "sources": {"books": {"paths": [str(tmp_path / "books" / "*.txt")]}}}
+    )
     assert build_corpus(data.corpus, data, WHOLE, executor="local").did_work
     lines = []
     assert not build_corpus(data.corpus, data, WHOLE, executor="local", log=lines.append).did_work
@@ -406,7 +452,9 @@ def test_second_build_does_nothing_until_an_input_or_the_sample_changes(tmp_path
 
 def test_a_failed_rebuild_leaves_the_old_corpus_as_it_was(tmp_path):
     shutil.copytree(SOURCES / "books", tmp_path / "books")
-    data = data_config({"corpus": str(tmp_path / "c"), "sources": {"books": {"paths": [str(tmp_path / "books" / "*.txt")]}}})
+    data = data_config(
+        {"corpus": str(tmp_path / "c"), "sources": {"books": {"paths": [str(tmp_path / "books" / "*.txt")]}}}
+    )
     before = build_corpus(data.corpus, data, WHOLE, executor="local").corpus.manifest
     (tmp_path / "books" / "macbeth.txt").write_bytes(b"\xff\xfe not UTF-8\n" * 200)
     with pytest.raises(DataError, match="macbeth.txt"):
@@ -439,22 +487,37 @@ def _bad_parquet(raw: Path) -> str:
     return str(raw / "bad.parquet")
 
 
+def _missing_field(raw: Path) -> dict:
+    _write_jsonl(raw / "f.jsonl", [{"text": "fine " * 50}, {"body": "no text"}])
+    return {"paths": [str(raw / "f.jsonl")]}
+
+
+def _empty(raw: Path) -> dict:
+    (raw / "empty.jsonl").write_text("\n\n")
+    return {"paths": [str(raw / "empty.jsonl")]}
+
+
+def _ids_beyond_vocabulary(raw: Path) -> dict:
+    np.array([1, 2, 300, 0], dtype="<u2").tofile(raw / "t.bin")
+    return {"format": "tokens", "path": str(raw / "t.bin"), "dtype": "uint16"}
+
+
 BAD_SOURCES = {
-    "glob matches nothing": (lambda raw: {"paths": [str(raw / "nothing-*.jsonl")]}, "nothing-\\*.jsonl matches no file"),
-    "record without the text field": (
-        lambda raw: _write_jsonl(raw / "f.jsonl", [{"text": "fine " * 50}, {"body": "no text"}]) or {"paths": [str(raw / "f.jsonl")]},
-        "f.jsonl at byte \\d+: no field 'text'"),
+    "glob matches nothing": (
+        lambda raw: {"paths": [str(raw / "nothing-*.jsonl")]},
+        "nothing-\\*.jsonl matches no file",
+    ),
+    "record without the text field": (_missing_field, "f.jsonl at byte \\d+: no field 'text'"),
     "corrupt gzip": (lambda raw: {"paths": [_bad_gzip(raw)]}, "bad.jsonl.gz: corrupt gzip"),
     "corrupt zstd": (lambda raw: {"paths": [_bad_zstd(raw)]}, "bad.jsonl.zst: corrupt zstd"),
     "corrupt parquet": (lambda raw: {"paths": [_bad_parquet(raw)]}, "bad.parquet is not a readable Parquet file"),
-    "empty domain": (lambda raw: (raw / "empty.jsonl").write_text("\n\n") and {"paths": [str(raw / "empty.jsonl")]},
-                     "no documents in 1 files \\(empty.jsonl\\)"),
-    "missing text column": (lambda raw: {"paths": [str(SOURCES / "code.parquet")]}, "code.parquet has no column 'text'"),
-    "ids beyond the vocabulary": (
-        lambda raw: (np.array([1, 2, 300, 0], dtype="<u2").tofile(raw / "t.bin"),
-                     {"format": "tokens", "path": str(raw / "t.bin"), "dtype": "uint16"})[1],
-        "t.bin: token id 300 .* vocabulary of 256"),
-}  # fmt: skip
+    "empty domain": (_empty, "no documents in 1 files \\(empty.jsonl\\)"),
+    "missing text column": (
+        lambda raw: {"paths": [str(SOURCES / "code.parquet")]},
+        "code.parquet has no column 'text'",
+    ),
+    "ids beyond the vocabulary": (_ids_beyond_vocabulary, "t.bin: token id 300 .* vocabulary of 256"),
+}
 
 
 @pytest.mark.parametrize("case", list(BAD_SOURCES))
@@ -472,21 +535,32 @@ def test_bad_input_is_one_line_naming_the_domain_and_the_file(tmp_path, case):
 
 def test_other_bad_inputs_name_what_is_wrong(tmp_path, bpe):
     books = {"paths": [str(SOURCES / "books" / "*.txt")]}
+    code = str(SOURCES / "code.parquet")
+    megatron_source = {"format": "megatron", "path": str(tmp_path / "none")}
     cases = [
-        ({"tokenizer": str(tmp_path / "missing.json"), "sources": {"b": books}}, "data.tokenizer: .*missing.json does not exist"),
-        ({"tokenizer": str(FIXTURES / "corpus" / "NOTICE.md"), "sources": {"b": books}}, "data.tokenizer: cannot read .*NOTICE.md"),
-        ({"sources": {"b": books}, "split": [{"paths": [str(SOURCES / "code.parquet")], "domain_field": "source",
-                                              "text_field": "content"}]}, r"data\.split\[0\]: .*code.parquet has no column 'source'"),
-        ({"tokenizer": str(bpe), "sources": {"b": books, "m": {"format": "megatron", "path": str(tmp_path / "none"), "vocab_size": 50257}}},
-         "domain 'm': vocab_size 50257 differs from the tokenizer's 2000"),
-        ({"sources": {"b": books, "m": {"format": "megatron", "path": str(tmp_path / "none")}}}, "domain 'm': .*none.bin does not exist"),
-    ]  # fmt: skip
+        ({"tokenizer": str(tmp_path / "missing.json")}, "data.tokenizer: .*missing.json does not exist"),
+        ({"tokenizer": str(FIXTURES / "corpus" / "NOTICE.md")}, "data.tokenizer: cannot read .*NOTICE.md"),
+        (
+            {"split": [{"paths": [code], "domain_field": "source", "text_field": "content"}]},
+            r"data\.split\[0\]: .*code.parquet has no column 'source'",
+        ),
+        (
+            {"tokenizer": str(bpe), "sources": {"b": books, "m": {**megatron_source, "vocab_size": 50257}}},
+            "domain 'm': vocab_size 50257 differs from the tokenizer's 2000",
+        ),
+        ({"sources": {"b": books, "m": megatron_source}}, "domain 'm': .*none.bin does not exist"),
+    ]
     for payload, message in cases:
-        data = data_config({"corpus": str(tmp_path / "c"), **payload})
+        data = data_config({"corpus": str(tmp_path / "c"), "sources": {"b": books}, **payload})
         with pytest.raises(DataError, match=message):
             build_corpus(data.corpus, data, WHOLE, executor="local")
     megatron.write_dataset(tmp_path / "m", [np.array([1, 2, 999, 0])])
-    data = data_config({"corpus": str(tmp_path / "c"), "sources": {"b": books, "m": {"format": "megatron", "path": str(tmp_path / "m")}}})
+    data = data_config(
+        {
+            "corpus": str(tmp_path / "c"),
+            "sources": {"b": books, "m": {"format": "megatron", "path": str(tmp_path / "m")}},
+        }
+    )
     with pytest.raises(DataError, match="domain 'm': .*m.bin: token id 999 .* vocabulary of 256"):
         build_corpus(data.corpus, data, WHOLE, executor="local")
     assert not (tmp_path / "c").exists() or list((tmp_path / "c").iterdir()) == []
@@ -495,7 +569,9 @@ def test_other_bad_inputs_name_what_is_wrong(tmp_path, bpe):
 def test_an_objective_naming_an_unknown_set_is_a_config_error():
     check_objective({"web": 1.0, "news": 2.0}, ["web", "code"], ["news"])
     check_objective(None, ["web"])
-    with pytest.raises(ConfigError, match="objective.weights: 'newz' is neither a domain nor an eval set .*eval sets: news"):
+    with pytest.raises(
+        ConfigError, match="objective.weights: 'newz' is neither a domain nor an eval set .*eval sets: news"
+    ):
         check_objective({"newz": 1.0}, ["web", "code"], ["news"])
 
 
@@ -530,14 +606,18 @@ def _fake_metamath_deb(path: Path, text: str) -> None:
 def test_default_corpus_records_prints_and_compares_package_versions(tmp_path, monkeypatch):
     import subprocess
 
-    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: (_ for _ in ()).throw(FileNotFoundError(command[0])))
+    monkeypatch.setattr(
+        subprocess, "run", lambda command, **kwargs: (_ for _ in ()).throw(FileNotFoundError(command[0]))
+    )
     raw = tmp_path / "raw"
     (raw / "deb").mkdir(parents=True)
     (raw / "pip").mkdir()
     statements = "".join(f"th{i} $p |- ph{i} $= ( wi ) AB $.\n$( comment {i} $)\n" for i in range(600))
     _fake_metamath_deb(raw / "deb" / "metamath-databases_1.0-1_all.deb", statements)
     with zipfile.ZipFile(raw / "pip" / "chitchat_dataset-0.9.0-py3-none-any.whl", "w") as wheel:
-        chats = {f"c{i}": {"messages": [[{"sender": "a", "text": f"Message {i}.{j}"}] for j in range(80)]} for i in range(30)}
+        chats = {
+            f"c{i}": {"messages": [[{"sender": "a", "text": f"Message {i}.{j}"}] for j in range(80)]} for i in range(30)
+        }
         wheel.writestr("chitchat_dataset/dataset.json", json.dumps(chats))
 
     lines = []
@@ -547,13 +627,20 @@ def test_default_corpus_records_prints_and_compares_package_versions(tmp_path, m
     assert "packages: debian:metamath-databases=1.0-1, pypi:chitchat-dataset=0.9.0" in lines
 
     lines.clear()  # an up-to-date corpus still prints what it was built from
-    assert not prepare_corpus(tmp_path / "c", source="default", raw_dir=raw, domains=["math", "dialogue"], log=lines.append).did_work
+    assert not prepare_corpus(
+        tmp_path / "c", source="default", raw_dir=raw, domains=["math", "dialogue"], log=lines.append
+    ).did_work
     assert "packages: debian:metamath-databases=1.0-1, pypi:chitchat-dataset=0.9.0" in lines
 
     lines.clear()  # Debian moved the package: the rebuild says so
     os.remove(raw / "deb" / "metamath-databases_1.0-1_all.deb")
     _fake_metamath_deb(raw / "deb" / "metamath-databases_1.0-2_all.deb", statements.replace("comment", "remark"))
-    prepare_corpus(tmp_path / "c", source="default", raw_dir=raw, domains=["math", "dialogue"], force=True, log=lines.append)
-    assert "package debian:metamath-databases changed: 1.0-1 -> 1.0-2 (this corpus differs from the one it replaces)" in lines
+    prepare_corpus(
+        tmp_path / "c", source="default", raw_dir=raw, domains=["math", "dialogue"], force=True, log=lines.append
+    )
+    assert (
+        "package debian:metamath-databases changed: 1.0-1 -> 1.0-2 (this corpus differs from the one it replaces)"
+        in lines
+    )
     assert not any("chitchat-dataset changed" in line for line in lines)
     assert json.loads((tmp_path / "c" / PREPARE_NAME).read_text())["packages"]["debian:metamath-databases"] == "1.0-2"

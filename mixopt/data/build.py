@@ -7,7 +7,8 @@
 Flow. Every source is planned first (files listed, units sized from file sizes and footers; see
 readers.py), which is where a glob that matches nothing, a missing column or an unreadable
 tokenizer is reported. Then the units of every source are read in their random order (sample.py)
-by tasks of about TASK_BYTES of input each, several per CPU of the Ray cluster in flight at once
+by tasks of about TASK_BYTES of text each (a compressed file counts four times its size),
+several per CPU of the Ray cluster in flight at once
 (encode.py does one task). The driver takes the results in each source's order, whatever the
 order they finish in, appends the training tokens to the domain's shards as they come and puts
 the validation candidates aside on disk, and stops a source as soon as its domains hold the
@@ -80,6 +81,8 @@ VAL_CANDIDATES_PER_TARGET = 4
 VAL_MIN_CANDIDATES = 12
 TASKS_IN_FLIGHT_PER_CPU = 2
 CANDIDATES_FILE = ".candidates.bin"
+COMPRESSED = ("jsonl.gz", "jsonl.zst")
+TEXT_PER_COMPRESSED_BYTE = 4  # a rough guess: sizes tasks and pieces, never results
 
 Log = Callable[[str], None]
 
@@ -93,14 +96,14 @@ Log = Callable[[str], None]
 class Source:
     """One entry of the data section, planned: its files and units and how to read them."""
 
-    label: str                 # "web", "split[0]", "news": the entry's name in the config
-    role: str                  # train (domains) or eval (eval sets)
-    domain: str | None         # the domain it fills; None for a split table
+    label: str  # "web", "split[0]", "news": the entry's name in the config
+    role: str  # train (domains) or eval (eval sets)
+    domain: str | None  # the domain it fills; None for a split table
     spec: ReadSpec
     files: list[InputFile]
     units: list[Unit]
-    description: str           # the manifest's `source` column
-    exact_tokens: int | None = None   # pre-tokenized sources: the total, from the files' sizes
+    description: str  # the manifest's `source` column
+    exact_tokens: int | None = None  # pre-tokenized sources: the total, from the files' sizes
     key: dict = field(default_factory=dict)
 
     @property
@@ -112,7 +115,7 @@ def _expected_text_bytes(source: Source, need: int | None) -> int:
     """A rough size of the text a source will yield (compressed files hold about 4 bytes of text
     per byte; a token about 4 bytes): it sizes pieces and the candidate rate, never the result's
     correctness."""
-    size = sum(u.measure * (4 if u.kind in ("jsonl.gz", "jsonl.zst") else 1) for u in source.units)
+    size = sum(u.measure * (TEXT_PER_COMPRESSED_BYTE if u.kind in COMPRESSED else 1) for u in source.units)
     return int(size if need is None else min(size, 4 * need))
 
 
@@ -147,8 +150,18 @@ def plan_sources(data, tokenizer: Tokenizer, unit_bytes: int | None = None) -> l
         spec = ReadSpec(where, "text", _common_root(files), entry.text_field or "text", entry.domain_field)
         units = plan_units(files, spec, unit_bytes)
         description = f"split:{' '.join(entry.paths)} by {entry.domain_field}"
-        sources.append(Source(f"split[{index}]", "train", None, spec, files, units, description,
-                              key={"name": f"split[{index}]", **entry.model_dump(exclude_none=True)}))
+        sources.append(
+            Source(
+                f"split[{index}]",
+                "train",
+                None,
+                spec,
+                files,
+                units,
+                description,
+                key={"name": f"split[{index}]", **entry.model_dump(exclude_none=True)},
+            )
+        )
     return sources
 
 
@@ -174,11 +187,20 @@ def _plan_entry(name: str, role: str, where: str, entry, tokenizer: Tokenizer, u
         return Source(name, role, name, spec, files, units, f"megatron:{entry.path}", exact_tokens=total, key=key)
     eos = entry.eos_id if entry.eos_id is not None else tokenizer.eos_id
     if eos is None:
-        raise DataError(f"{where}: give eos_id (the id that ends each document): the tokenizer {tokenizer.name} has no end-of-text token")
+        raise DataError(
+            f"{where}: give eos_id (the id that ends each document): "
+            f"the tokenizer {tokenizer.name} has no end-of-text token"
+        )
     if eos >= tokenizer.vocab_size:
         raise DataError(f"{where}: eos_id {eos} is outside the tokenizer's vocabulary of {tokenizer.vocab_size}")
-    spec = ReadSpec(where, "tokens", str(Path(files[0].path).parent), token_dtype=entry.dtype, eos_id=eos,
-                    vocab_size=tokenizer.vocab_size)
+    spec = ReadSpec(
+        where,
+        "tokens",
+        str(Path(files[0].path).parent),
+        token_dtype=entry.dtype,
+        eos_id=eos,
+        vocab_size=tokenizer.vocab_size,
+    )
     units = plan_units(files, spec, unit_bytes)
     total = files[0].size // np.dtype(entry.dtype).itemsize
     return Source(name, role, name, spec, files, units, f"tokens:{entry.path}", exact_tokens=total, key=key)
@@ -193,7 +215,9 @@ def inputs_fingerprint(sources: Sequence[Source]) -> str:
     digest = hashlib.sha256()
     for source in sources:
         for item in source.files:
-            digest.update(f"{source.label}\x1f{os.path.abspath(item.path)}\x1f{item.size}\x1f{item.mtime_ns}\n".encode())
+            digest.update(
+                f"{source.label}\x1f{os.path.abspath(item.path)}\x1f{item.size}\x1f{item.mtime_ns}\n".encode()
+            )
     return digest.hexdigest()
 
 
@@ -380,8 +404,9 @@ class RayExecutor:
 
         self.ray = ray
         self.tokenizer_ref = ray.put(tokenizer)
-        self.remote = ray.remote(num_cpus=1, max_retries=2, retry_exceptions=False,
-                                 runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1"}})(run_task)
+        self.remote = ray.remote(
+            num_cpus=1, max_retries=2, retry_exceptions=False, runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1"}}
+        )(run_task)
         self.slots = max(1, int(ray.cluster_resources().get("CPU", 1)) * TASKS_IN_FLIGHT_PER_CPU)
 
     def submit(self, spec: ReadSpec, units: list[Unit], settings: PieceSettings):
@@ -408,15 +433,27 @@ class RayExecutor:
 class SourceRun:
     """The state of one source while it is read: tasks sent, results taken in order, when to stop."""
 
-    def __init__(self, source: Source, sample: SampleSize, seed: int, val_fraction: float, task_bytes: int,
-                 make_writer: Callable[[str, str], DomainWriter]):
+    def __init__(
+        self,
+        source: Source,
+        sample: SampleSize,
+        seed: int,
+        val_fraction: float,
+        task_bytes: int,
+        make_writer: Callable[[str, str], DomainWriter],
+    ):
         self.source, self.sample = source, sample
         measures = source.measures
         self.total_measure = int(measures.sum())
-        self.tasks = chunk_tasks(unit_order(len(source.units), seed, source.label), measures, task_bytes)
+        text_sizes = np.array(
+            [u.measure * (TEXT_PER_COMPRESSED_BYTE if u.kind in COMPRESSED else 1) for u in source.units]
+        )
+        self.tasks = chunk_tasks(unit_order(len(source.units), seed, source.label), text_sizes, task_bytes)
         self.task_measures = [int(measures[t].sum()) for t in self.tasks]
         expected = _expected_text_bytes(source, sample.need_for(source.domain or "", source.role))
-        val_target = min(sample.val_tokens, int(val_fraction * expected)) if source.role == "train" else sample.val_tokens
+        val_target = (
+            min(sample.val_tokens, int(val_fraction * expected)) if source.role == "train" else sample.val_tokens
+        )
         piece_bytes = _piece_bytes(val_target)
         self.settings = PieceSettings(
             piece_bytes=piece_bytes,
@@ -515,7 +552,9 @@ class SourceRun:
         for kind in self.kind_units:
             mine = read[kinds[read] == kind] if len(read) else read
             tokens = np.array([writer.unit_tokens.get(int(u), 0) for u in mine], dtype=np.int64)
-            strata.append(Stratum(tokens, measures[mine], float(measures[kinds == kind].sum()), int(self.kind_units[kind])))
+            strata.append(
+                Stratum(tokens, measures[mine], float(measures[kinds == kind].sum()), int(self.kind_units[kind]))
+            )
         return estimate_total(strata)
 
 
@@ -601,17 +640,26 @@ def build_corpus(
     if not force:
         corpus, reason = _current(out_dir, settings)
         if corpus is not None:
-            _log(log, f"{out_dir}: up to date ({len(corpus.domains)} domains, {len(corpus.eval_sets)} eval sets), nothing to do")
-            return PrepareResult(corpus=corpus, did_work=False, seconds=time.perf_counter() - started, settings=settings)
+            _log(
+                log,
+                f"{out_dir}: up to date ({len(corpus.domains)} domains, "
+                f"{len(corpus.eval_sets)} eval sets), nothing to do",
+            )
+            return PrepareResult(
+                corpus=corpus, did_work=False, seconds=time.perf_counter() - started, settings=settings
+            )
         _log(log, f"building {out_dir}: {reason}")
     else:
         _log(log, f"building {out_dir} (forced)")
     for source in sources:
         files_bytes = sum(f.size for f in source.files)
-        _log(log, f"{source.spec.where}: {len(source.files)} files, {files_bytes / 1e6:.1f} MB, {len(source.units)} units")
+        _log(
+            log,
+            f"{source.spec.where}: {len(source.files)} files, {files_bytes / 1e6:.1f} MB, {len(source.units)} units",
+        )
 
+    _remove_dead_stagings(out_dir)
     staging = out_dir / f".staging-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     runs: list[SourceRun] = []
     try:
@@ -627,8 +675,10 @@ def build_corpus(
 
         def make_writer(name: str, source: Source) -> DomainWriter:
             if not DOMAIN_NAME.fullmatch(name):
-                raise DataError(f"{source.spec.where}: {name!r} is not a usable domain name "
-                                "(letters, digits, '_', '.' and '-', starting with a letter or digit)")
+                raise DataError(
+                    f"{source.spec.where}: {name!r} is not a usable domain name "
+                    "(letters, digits, '_', '.' and '-', starting with a letter or digit)"
+                )
             if name in created:
                 raise DataError(f"domain {name!r} comes from both {created[name]} and {source.spec.where}")
             created[name] = source.spec.where
@@ -648,6 +698,20 @@ def build_corpus(
     seconds = time.perf_counter() - started
     _log(log, f"wrote {corpus.manifest.height} shards and {MANIFEST_NAME} in {seconds:.1f}s")
     return PrepareResult(corpus=corpus, did_work=True, seconds=seconds, settings=settings)
+
+
+def _remove_dead_stagings(out_dir: Path) -> None:
+    """Staging folders of builds that were killed (their process is gone)."""
+    for path in out_dir.glob(".staging-*") if out_dir.is_dir() else []:
+        try:
+            os.kill(int(path.name.rpartition("-")[2]), 0)
+            if int(path.name.rpartition("-")[2]) != os.getpid():
+                continue
+        except (ValueError, ProcessLookupError):
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _run_all(runs: list[SourceRun], pool, log: Log | None) -> None:
@@ -683,8 +747,14 @@ def _run_all(runs: list[SourceRun], pool, log: Log | None) -> None:
             raise DataError(f"{run.source.spec.where}: no documents in {len(run.source.files)} files ({files})")
 
 
-def _finish(runs: list[SourceRun], names: list[str], sample: SampleSize, val_fraction: float,
-            tokenizer: Tokenizer, log: Log | None) -> tuple[pl.DataFrame, dict]:
+def _finish(
+    runs: list[SourceRun],
+    names: list[str],
+    sample: SampleSize,
+    val_fraction: float,
+    tokenizer: Tokenizer,
+    log: Log | None,
+) -> tuple[pl.DataFrame, dict]:
     records, details = [], {}
     for run in runs:
         for name, writer in run.writers.items():
@@ -718,7 +788,11 @@ def _finish(runs: list[SourceRun], names: list[str], sample: SampleSize, val_fra
                 "measure": run.total_measure,
                 "estimate": estimate.as_dict(),
             }
-            spread = "exact" if estimate.exact else f"95% {estimate.low:,}-{estimate.high:,}, {estimate.units_read}/{estimate.units} units"
+            spread = (
+                "exact"
+                if estimate.exact
+                else f"95% {estimate.low:,}-{estimate.high:,}, {estimate.units_read}/{estimate.units} units"
+            )
             _log(log, f"{name:<13} {train + val:>12,} tokens (val {val:,}) {writer.documents:,} documents; "
                       f"source holds {estimate.tokens:,} tokens ({spread})")  # fmt: skip
     frame = pl.DataFrame(records, schema=MANIFEST_COLUMNS)
@@ -728,8 +802,16 @@ def _finish(runs: list[SourceRun], names: list[str], sample: SampleSize, val_fra
     return frame, {name: details[name] for name in names}
 
 
-def _install(out_dir: Path, staging: Path, frame: pl.DataFrame, names: list[str], details: dict,
-             settings: dict, tokenizer: Tokenizer, started: float) -> Corpus:
+def _install(
+    out_dir: Path,
+    staging: Path,
+    frame: pl.DataFrame,
+    names: list[str],
+    details: dict,
+    settings: dict,
+    tokenizer: Tokenizer,
+    started: float,
+) -> Corpus:
     """Replace the corpus in out_dir by the staged one: old manifest off first, new one last."""
     old_domains: list[str] = []
     if (out_dir / MANIFEST_NAME).is_file():
@@ -775,8 +857,9 @@ def has_sources(data) -> bool:
     return bool(data.sources or data.split or data.eval)
 
 
-def prepare_from_config(data, sample: SampleSize | None = None, *, force: bool = False, log: Log | None = None,
-                        **options) -> PrepareResult:
+def prepare_from_config(
+    data, sample: SampleSize | None = None, *, force: bool = False, log: Log | None = None, **options
+) -> PrepareResult:
     """The corpus a DataConfig describes, built when missing or stale, else opened as it is.
 
     With `sources` / `split` / `eval`: build_corpus (options: seed, executor, ray_address, ...).
@@ -791,8 +874,9 @@ def prepare_from_config(data, sample: SampleSize | None = None, *, force: bool =
     return PrepareResult(corpus=corpus, did_work=False, seconds=time.perf_counter() - started)
 
 
-def check_objective(weights: Mapping[str, float] | None, domains: Sequence[str], eval_sets: Sequence[str] = (),
-                    source: str = "config") -> None:
+def check_objective(
+    weights: Mapping[str, float] | None, domains: Sequence[str], eval_sets: Sequence[str] = (), source: str = "config"
+) -> None:
     """ConfigError when objective.weights names a set that is neither a domain nor an eval set."""
     if not weights:
         return

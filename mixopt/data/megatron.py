@@ -53,9 +53,9 @@ class MegatronIndex:
     bin_path: Path
     idx_path: Path
     dtype: np.dtype
-    sequence_lengths: np.ndarray   # (S,) int32
+    sequence_lengths: np.ndarray  # (S,) int32
     sequence_pointers: np.ndarray  # (S,) int64, bytes
-    document_indices: np.ndarray   # (D,) int64
+    document_indices: np.ndarray  # (D,) int64
 
     @property
     def documents(self) -> int:
@@ -81,7 +81,9 @@ class MegatronIndex:
                 offset, count = int(self.sequence_pointers[s]), int(self.sequence_lengths[s])
                 stop = offset + count * self.dtype.itemsize
                 if stop > len(data):
-                    raise DataError(f"{self.bin_path} is shorter than its index says (sequence {s} ends at byte {stop})")
+                    raise DataError(
+                        f"{self.bin_path} is shorter than its index says (sequence {s} ends at byte {stop})"
+                    )
                 parts.append(np.frombuffer(data[offset:stop], dtype=self.dtype).astype(np.int64))
             out.append(np.concatenate(parts) if parts else np.zeros(0, np.int64))
         return out

@@ -83,14 +83,14 @@ class Unit:
 class ReadSpec:
     """How to read the documents of one source's units (sent to the Ray tasks with them)."""
 
-    where: str                   # "domain 'web'", "eval set 'news'", "data.split[0]"
-    kind: str                    # text, megatron, tokens
-    root: str                    # document keys are paths relative to this folder
+    where: str  # "domain 'web'", "eval set 'news'", "data.split[0]"
+    kind: str  # text, megatron, tokens
+    root: str  # document keys are paths relative to this folder
     text_field: str = "text"
     domain_field: str | None = None
-    token_dtype: str | None = None   # tokens: the file's dtype
-    eos_id: int | None = None        # tokens: the id that ends each document
-    vocab_size: int | None = None    # pre-tokenized: ids must lie below it
+    token_dtype: str | None = None  # tokens: the file's dtype
+    eos_id: int | None = None  # tokens: the id that ends each document
+    vocab_size: int | None = None  # pre-tokenized: ids must lie below it
 
 
 def _file(path: Path, kind: str) -> InputFile:
@@ -109,7 +109,10 @@ def text_kind(path: Path) -> str | None:
 def _save_to_disk_files(folder: Path, where: str) -> list[InputFile]:
     if (folder / "dataset_dict.json").is_file():
         splits = sorted(p.name for p in folder.iterdir() if (p / "state.json").is_file())
-        raise DataError(f"{where}: {folder} holds several splits ({', '.join(splits)}): name one, e.g. {folder / (splits or ['train'])[0]}")
+        raise DataError(
+            f"{where}: {folder} holds several splits ({', '.join(splits)}): "
+            f"name one, e.g. {folder / (splits or ['train'])[0]}"
+        )
     try:
         state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         names = [entry["filename"] for entry in state["_data_files"]]
@@ -139,7 +142,10 @@ def find_text_files(patterns: list[str], where: str) -> list[InputFile]:
                     for item in _save_to_disk_files(path, where):
                         found.setdefault(item.path, item)
                     continue
-                raise DataError(f"{where}: {path} is a folder, not a file or a save_to_disk folder (use a glob such as {path}/*.jsonl)")
+                raise DataError(
+                    f"{where}: {path} is a folder, not a file or a save_to_disk folder "
+                    f"(use a glob such as {path}/*.jsonl)"
+                )
             kind = text_kind(path)
             if kind is None:
                 known = ", ".join(sorted(set(TEXT_SUFFIXES)))
@@ -186,7 +192,9 @@ def plan_units(files: list[InputFile], spec: ReadSpec, unit_bytes: int | None = 
     for item in files:
         if item.kind == "jsonl":
             for start in range(0, item.size, block):
-                units.append(Unit(item.path, item.kind, start, min(start + block, item.size), min(block, item.size - start)))
+                units.append(
+                    Unit(item.path, item.kind, start, min(start + block, item.size), min(block, item.size - start))
+                )
         elif item.kind in ("jsonl.gz", "jsonl.zst", "txt"):
             units.append(Unit(item.path, item.kind, 0, item.size, item.size))
         elif item.kind == "parquet":
@@ -209,7 +217,9 @@ def _field_path(schema, field: str, path: str, where: str) -> list[str]:
     for depth, part in enumerate(parts[1:], start=1):
         index = kind.get_field_index(part) if hasattr(kind, "get_field_index") else -1
         if index < 0:
-            raise DataError(f"{where}: {path} has no field {'.'.join(parts[: depth + 1])!r} (column {parts[0]!r} is {kind})")
+            raise DataError(
+                f"{where}: {path} has no field {'.'.join(parts[: depth + 1])!r} (column {parts[0]!r} is {kind})"
+            )
         kind = kind.field(index).type
     return parts
 
@@ -230,7 +240,11 @@ def _parquet_units(item: InputFile, spec: ReadSpec) -> list[Unit]:
     if spec.domain_field is not None:
         _field_path(schema, spec.domain_field, item.path, spec.where)
     metadata = parquet.metadata
-    leaves = [i for i in range(metadata.num_columns) if metadata.schema.column(i).path.split(".")[: len(text_path)] == text_path]
+    leaves = [
+        i
+        for i in range(metadata.num_columns)
+        if metadata.schema.column(i).path.split(".")[: len(text_path)] == text_path
+    ]
     units, first_row = [], 0
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
@@ -291,7 +305,13 @@ def _megatron_units(files: list[InputFile], spec: ReadSpec, unit_bytes: int | No
     step = max(1, int(documents * per_unit // max(tokens, 1)))
     bin_path = str(index.bin_path)
     return [
-        Unit(bin_path, "megatron", first, min(first + step, documents), int(tokens * (min(first + step, documents) - first) // documents))
+        Unit(
+            bin_path,
+            "megatron",
+            first,
+            min(first + step, documents),
+            int(tokens * (min(first + step, documents) - first) // documents),
+        )
         for first in range(0, documents, step)
     ]
 
@@ -299,10 +319,15 @@ def _megatron_units(files: list[InputFile], spec: ReadSpec, unit_bytes: int | No
 def _token_units(item: InputFile, spec: ReadSpec, unit_bytes: int | None) -> list[Unit]:
     itemsize = np.dtype(spec.token_dtype).itemsize
     if item.size % itemsize:
-        raise DataError(f"{spec.where}: {item.path} holds {item.size} bytes, not a whole number of {spec.token_dtype} ids")
+        raise DataError(
+            f"{spec.where}: {item.path} holds {item.size} bytes, not a whole number of {spec.token_dtype} ids"
+        )
     count = item.size // itemsize
     step = (unit_bytes // itemsize) if unit_bytes else UNIT_TOKENS
-    return [Unit(item.path, "tokens", s, min(s + step, count), (min(s + step, count) - s) * itemsize) for s in range(0, count, step)]
+    return [
+        Unit(item.path, "tokens", s, min(s + step, count), (min(s + step, count) - s) * itemsize)
+        for s in range(0, count, step)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +337,7 @@ def _token_units(item: InputFile, spec: ReadSpec, unit_bytes: int | None) -> lis
 
 @dataclass(frozen=True)
 class TextRecord:
-    key: str            # stable identity of the document (file and position)
+    key: str  # stable identity of the document (file and position)
     text: str
     domain: str | None  # the value of domain_field, for split tables
 
@@ -320,12 +345,14 @@ class TextRecord:
 @dataclass(frozen=True)
 class TokenRecord:
     key: str
-    ids: np.ndarray     # int64
+    ids: np.ndarray  # int64
 
 
 def _relative(path: str, root: str) -> str:
+    """A document key's file part: the path below the source's common folder, so that keys (and
+    the validation split they decide) do not change when the data moves."""
     try:
-        return Path(path).relative_to(root).as_posix()
+        return Path(os.path.abspath(path)).relative_to(root).as_posix()
     except ValueError:
         return Path(path).as_posix()
 
@@ -344,22 +371,33 @@ def get_field(record, field: str):
 
 def _text_of(record, spec: ReadSpec, path: str, where_in_file: str) -> tuple[str, str | None]:
     if not isinstance(record, dict):
-        raise DataError(f"{spec.where}: {path} {where_in_file}: a JSON lines record must be an object, got {type(record).__name__}")
+        raise DataError(
+            f"{spec.where}: {path} {where_in_file}: a JSON lines record must be an object, got {type(record).__name__}"
+        )
     try:
         text = get_field(record, spec.text_field)
     except KeyError:
         fields = ", ".join(list(record)[:8])
-        raise DataError(f"{spec.where}: {path} {where_in_file}: no field {spec.text_field!r} (fields: {fields})") from None
+        raise DataError(
+            f"{spec.where}: {path} {where_in_file}: no field {spec.text_field!r} (fields: {fields})"
+        ) from None
     if not isinstance(text, str):
-        raise DataError(f"{spec.where}: {path} {where_in_file}: field {spec.text_field!r} is {type(text).__name__}, not text")
+        raise DataError(
+            f"{spec.where}: {path} {where_in_file}: field {spec.text_field!r} is {type(text).__name__}, not text"
+        )
     domain = None
     if spec.domain_field is not None:
         try:
             domain = get_field(record, spec.domain_field)
         except KeyError:
-            raise DataError(f"{spec.where}: {path} {where_in_file}: no field {spec.domain_field!r} (the domain_field)") from None
+            raise DataError(
+                f"{spec.where}: {path} {where_in_file}: no field {spec.domain_field!r} (the domain_field)"
+            ) from None
         if not isinstance(domain, str):
-            raise DataError(f"{spec.where}: {path} {where_in_file}: domain field {spec.domain_field!r} is {type(domain).__name__}, not text")
+            raise DataError(
+                f"{spec.where}: {path} {where_in_file}: domain field {spec.domain_field!r} "
+                f"is {type(domain).__name__}, not text"
+            )
     return text, domain
 
 
@@ -384,7 +422,9 @@ def _jsonl_range(unit: Unit, spec: ReadSpec) -> Iterator[TextRecord]:
                 break
             if line.strip():
                 where_in_file = f"at byte {position}"
-                text, domain = _text_of(_json_line(line, spec, unit.path, where_in_file), spec, unit.path, where_in_file)
+                text, domain = _text_of(
+                    _json_line(line, spec, unit.path, where_in_file), spec, unit.path, where_in_file
+                )
                 yield TextRecord(f"{relative}@{position}", text, domain)
             position += len(line)
 
@@ -395,7 +435,9 @@ def _compressed_stream(unit: Unit, spec: ReadSpec):
     try:
         import zstandard
     except ImportError:
-        raise DataError(f"{spec.where}: {unit.path}: reading .zst files needs the zstandard package (pip install zstandard)") from None
+        raise DataError(
+            f"{spec.where}: {unit.path}: reading .zst files needs the zstandard package (pip install zstandard)"
+        ) from None
     handle = open(unit.path, "rb")
     return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(handle, closefd=True), READ_CHUNK)
 
@@ -415,11 +457,15 @@ def _compressed_lines(unit: Unit, spec: ReadSpec) -> Iterator[TextRecord]:
             for number, line in enumerate(stream, start=1):
                 if line.strip():
                     where_in_file = f"line {number}"
-                    text, domain = _text_of(_json_line(line, spec, unit.path, where_in_file), spec, unit.path, where_in_file)
+                    text, domain = _text_of(
+                        _json_line(line, spec, unit.path, where_in_file), spec, unit.path, where_in_file
+                    )
                     yield TextRecord(f"{relative}:{number}", text, domain)
     except errors as exc:
         compression = "gzip" if unit.kind == "jsonl.gz" else "zstd"
-        raise DataError(f"{spec.where}: {unit.path}: corrupt {compression} stream after line {number} ({_first_line(exc)})") from None
+        raise DataError(
+            f"{spec.where}: {unit.path}: corrupt {compression} stream after line {number} ({_first_line(exc)})"
+        ) from None
 
 
 def _column_values(table, field: str) -> list:
@@ -448,7 +494,9 @@ def _table_records(table, unit: Unit, spec: ReadSpec) -> Iterator[TextRecord]:
             domain = domains[offset]
             if not isinstance(domain, str):
                 state = "null" if domain is None else type(domain).__name__
-                raise DataError(f"{spec.where}: {unit.path} row {row}: domain column {spec.domain_field!r} is {state}, not text")
+                raise DataError(
+                    f"{spec.where}: {unit.path} row {row}: domain column {spec.domain_field!r} is {state}, not text"
+                )
         yield TextRecord(f"{relative}#{row}", text, domain)
 
 
@@ -460,7 +508,9 @@ def _parquet_rows(unit: Unit, spec: ReadSpec) -> Iterator[TextRecord]:
     try:
         table = parquet.read_row_group(unit.start, columns=columns)
     except Exception as exc:
-        raise DataError(f"{spec.where}: {unit.path}: row group {unit.start} cannot be read: {_first_line(exc)}") from None
+        raise DataError(
+            f"{spec.where}: {unit.path}: row group {unit.start} cannot be read: {_first_line(exc)}"
+        ) from None
     yield from _table_records(table, unit, spec)
 
 
@@ -505,7 +555,8 @@ def _check_ids(ids: np.ndarray, spec: ReadSpec, path: str, key: str) -> np.ndarr
         if high >= spec.vocab_size or low < 0:
             bad = high if high >= spec.vocab_size else low
             raise DataError(
-                f"{spec.where}: {path}: token id {bad} (document {key}) is outside the tokenizer's vocabulary of {spec.vocab_size}"
+                f"{spec.where}: {path}: token id {bad} (document {key}) "
+                f"is outside the tokenizer's vocabulary of {spec.vocab_size}"
             )
     return ids
 

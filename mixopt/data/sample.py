@@ -49,7 +49,11 @@ class SampleSize:
     per_domain: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, value in [("train_tokens", self.train_tokens), ("val_tokens", self.val_tokens), *self.per_domain.items()]:
+        for name, value in [
+            ("train_tokens", self.train_tokens),
+            ("val_tokens", self.val_tokens),
+            *self.per_domain.items(),
+        ]:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name}: tokens must be a positive integer, got {value!r}")
 
@@ -66,7 +70,11 @@ class SampleSize:
         return None if train is None else train + self.val_tokens
 
     def key(self) -> dict:
-        return {"train_tokens": self.train_tokens, "val_tokens": self.val_tokens, "per_domain": dict(sorted(self.per_domain.items()))}
+        return {
+            "train_tokens": self.train_tokens,
+            "val_tokens": self.val_tokens,
+            "per_domain": dict(sorted(self.per_domain.items())),
+        }
 
 
 def validation_tokens(eval_tokens: int, seq_len: int) -> int:
@@ -141,9 +149,9 @@ class Stratum:
     """The units of one file format in a source (sizes of different formats do not compare: a
     compressed byte holds several text bytes), and the tokens of those read."""
 
-    read_tokens: np.ndarray     # (n,) tokens of each unit read
-    read_measures: np.ndarray   # (n,) their measures
-    total_measure: float        # of every unit of the stratum
+    read_tokens: np.ndarray  # (n,) tokens of each unit read
+    read_measures: np.ndarray  # (n,) their measures
+    total_measure: float  # of every unit of the stratum
     total_units: int
 
 

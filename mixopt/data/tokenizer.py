@@ -66,9 +66,13 @@ class Tokenizer:
             try:
                 self._hf = HFTokenizer.from_str(spec.json_text)
             except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
-                raise DataError(f"data.tokenizer: {spec.name} is not a tokenizers JSON file: {_first_line(exc)}") from None
+                raise DataError(
+                    f"data.tokenizer: {spec.name} is not a tokenizers JSON file: {_first_line(exc)}"
+                ) from None
             vocabulary = self._hf.get_vocab(with_added_tokens=True)
-            self.vocab_size = max(self._hf.get_vocab_size(with_added_tokens=True), max(vocabulary.values(), default=-1) + 1)
+            self.vocab_size = max(
+                self._hf.get_vocab_size(with_added_tokens=True), max(vocabulary.values(), default=-1) + 1
+            )
             self.eos_id = next((vocabulary[t] for t in END_OF_TEXT_TOKENS if t in vocabulary), None)
         self.dtype = token_dtype(self.vocab_size)
 
@@ -131,7 +135,7 @@ def tokenizer_spec(name: str | Path) -> TokenizerSpec:
     if path.is_dir() and (path / "tokenizer.json").is_file():
         path = path / "tokenizer.json"  # a model folder
     if not path.is_file():
-        raise DataError(f"data.tokenizer: {name} does not exist (give a tokenizers JSON file, or \"bytes\")")
+        raise DataError(f'data.tokenizer: {name} does not exist (give a tokenizers JSON file, or "bytes")')
     try:
         text = path.read_text(encoding="utf-8")
         json.loads(text)
