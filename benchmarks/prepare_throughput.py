@@ -15,7 +15,7 @@ Naive: one process; for each file, each line: json.loads, Tokenizer.encode, ids 
 output file. Both count the ids they produce (mixopt's include one end-of-text id per document).
 
 Memory: the proportional set size (PSS) of this process and every process under it (Ray's
-daemons and workers), summed, sampled every 0.2 s while mixopt prepares; shared pages are
+daemons and workers), summed, sampled every second while mixopt prepares; shared pages are
 counted once. CPU seconds of both are printed too: on a machine shared with other work, tokens
 per CPU second compare the two where wall-clock rates depend on the neighbours. `--scale 10`
 prepares ten times the input (skip the naive loop with --no-naive)
@@ -122,7 +122,7 @@ def train_tokenizer(documents: dict[str, list[str]], vocab: int, path: Path) -> 
 class MemoryPeak:
     """The peak of the summed PSS of this process and its descendants, sampled in a thread."""
 
-    def __init__(self, every: float = 0.2):
+    def __init__(self, every: float = 1.0):
         import psutil
 
         self.psutil, self.every = psutil, every
