@@ -119,13 +119,45 @@ def train_tokenizer(documents: dict[str, list[str]], vocab: int, path: Path) -> 
     return path
 
 
+def _process_tree(root: int) -> list[int]:
+    """root and every process under it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, queue = [], [root]
+    while queue:
+        pid = queue.pop()
+        tree.append(pid)
+        queue.extend(children.get(pid, []))
+    return tree
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(PSS, RSS) of a process in kB, from /proc/<pid>/smaps_rollup."""
+    values = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Pss", "Rss"):
+            values[key] = int(rest.split()[0])
+    return values.get("Pss", 0), values.get("Rss", 0)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 class MemoryPeak:
-    """The peak of the summed PSS of this process and its descendants, sampled in a thread."""
+    """The peak of the summed PSS of this process and its descendants, sampled in a thread, and
+    the CPU seconds the tree used meanwhile (read from /proc)."""
 
     def __init__(self, every: float = 1.0):
-        import psutil
-
-        self.psutil, self.every = psutil, every
+        self.every = every
         self.peak_pss = self.peak_rss = 0
         self.cpu: dict[int, float] = {}
         self.sample()
@@ -134,16 +166,14 @@ class MemoryPeak:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def sample(self) -> tuple[int, int]:
-        me = self.psutil.Process()
         pss = rss = 0
-        for process in [me, *me.children(recursive=True)]:
+        for pid in _process_tree(os.getpid()):
             try:
-                info = process.memory_full_info()
-                pss, rss = pss + info.pss, rss + info.rss
-                times = process.cpu_times()
-                self.cpu[process.pid] = times.user + times.system
-            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied):
-                pass
+                p, r = _memory_kb(pid)
+                self.cpu[pid] = _cpu_seconds(pid)
+            except (OSError, ValueError, IndexError):  # the process ended meanwhile
+                continue
+            pss, rss = pss + p * 1024, rss + r * 1024
         return pss, rss
 
     def cpu_seconds(self) -> float:
@@ -164,6 +194,8 @@ class MemoryPeak:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        pss, rss = self.sample()  # the end state too
+        self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
 
 
 def naive(files: list[Path], tokenizer_path: Path, out: Path) -> tuple[int, float, float]:
