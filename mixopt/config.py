@@ -2,7 +2,7 @@
 
     Config            a static study (`mixopt recommend` and its stages; configs/smoke.yaml, demo.yaml)
     TrainSettings     one model under an online mixer (`mixopt train`; configs/train.yaml)
-    ValidateSettings  mixtures ranked at two scales (`mixopt validate`; configs/validate.yaml)
+    ValidateSettings  mixtures trained at two scales and several seeds (`mixopt validate`; configs/validate.yaml)
 
 Every section rejects unknown keys, NaN and infinities; numbers carry their ranges. Relative paths
 are resolved against the working directory of the command (on a Ray cluster, give shared paths).
@@ -17,10 +17,10 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from mixopt.errors import ConfigError
 
@@ -397,8 +397,28 @@ class ValidateSettings(Section):
         preset={"n_layer": 4, "n_head": 4, "d_model": 192, "d_ff": 576}, tokens=1_048_576, lr=2e-3))
     random: int = Field(default=3, ge=0)
     """Random Dirichlet(1) mixtures trained besides recommended, natural and uniform."""
-    seed: int = Field(default=0, ge=0)
+    seeds: list[Annotated[StrictInt, Field(ge=0)]] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    """Every mixture is trained once per seed and scale; a seed sets the initialisation and the data
+    order of every mixture alike (common random numbers). The older `seed: N` means `seeds: [N]`."""
     threads: int = Field(default=2, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_seed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seed" in data:
+            if "seeds" in data:
+                raise ValueError("seed: give `seeds` (a list) or `seed` (one seed), not both")
+            data = {**data, "seeds": [data["seed"]]}
+            del data["seed"]
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be distinct, got {seeds} ({repeated[0]} repeats)")
+        return seeds
 
 
 def parse_validate_config(payload: Any, source: str = "validate config") -> ValidateSettings:

@@ -4,11 +4,21 @@
     rankdata(values)                  0-based ranks with ties averaged (as scipy.stats.rankdata, minus 1)
     ordinal_ranks(values)             1-based ranks, lowest first, NaN last, ties in order given
 
+Intervals over seeds (what `mixopt validate` reports):
+
+    t_interval(values)                mean and its two-sided Student-t interval (paired, on differences)
+    paired_noise(table)               the noise of a paired difference, pooled over a (mixtures, seeds) table
+    t_quantile(confidence, df)        two-sided critical value of Student's t (integer df)
+
 numpy only: the study stages, `mixopt validate` and the report rank with these, and none of them
 needs scipy or the plotting stack for it.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -47,3 +57,117 @@ def ordinal_ranks(values) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.int64)
     ranks[order] = np.arange(1, len(values) + 1)
     return ranks
+
+
+# -- intervals over seeds --------------------------------------------------------------------------
+def t_two_sided_cdf(t: float, df: int) -> float:
+    """P(|T| <= t) for Student's t with `df` (a positive integer) degrees of freedom, in closed form
+    (Abramowitz & Stegun 26.7.3-4: a finite series in cos(theta), theta = atan(t / sqrt(df)))."""
+    df = int(df)
+    if df < 1:
+        raise ValueError(f"df must be a positive integer, got {df}")
+    t = abs(float(t))
+    if math.isinf(t):
+        return 1.0
+    theta = math.atan(t / math.sqrt(df))
+    s, c2 = math.sin(theta), math.cos(theta) ** 2
+    if df % 2 == 0:        # sin(theta) * [1 + 1/2 c^2 + 1*3/(2*4) c^4 + ... up to c^(df-2)]
+        term, total = 1.0, 1.0
+        for k in range(1, df // 2):
+            term *= c2 * (2 * k - 1) / (2 * k)
+            total += term
+        return min(1.0, s * total)
+    if df == 1:
+        return 2.0 * theta / math.pi
+    # 2/pi * [theta + sin(theta) cos(theta) (1 + 2/3 c^2 + 2*4/(3*5) c^4 + ... up to c^(df-3))]
+    term, total = 1.0, 1.0
+    for k in range(1, (df - 1) // 2):
+        term *= c2 * (2 * k) / (2 * k + 1)
+        total += term
+    return min(1.0, 2.0 / math.pi * (theta + s * math.sqrt(c2) * total))
+
+
+def t_quantile(confidence: float, df: int) -> float:
+    """The t with P(|T| <= t) = confidence (the two-sided critical value: 12.706 for 95% and df 1,
+    4.303 for df 2, 1.960 as df grows), by bisection on t_two_sided_cdf to 1e-12."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    low, high = 0.0, 1.0
+    while t_two_sided_cdf(high, df) < confidence:
+        high *= 2.0
+    while high - low > 1e-12 * max(1.0, high):
+        middle = 0.5 * (low + high)
+        if t_two_sided_cdf(middle, df) < confidence:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its two-sided t-interval: mean +- t(confidence, n - 1) * sd / sqrt(n).
+
+    n counts the finite values used; sd is their sample standard deviation (ddof 1). With fewer than
+    two values sd, half_width, low and high are NaN (one value says nothing about its spread)."""
+
+    mean: float
+    low: float
+    high: float
+    half_width: float
+    sd: float
+    n: int
+    confidence: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def t_interval(values, confidence: float = 0.95) -> Interval:
+    """The mean of the finite entries of `values` and its t-interval (Student's t, n - 1 degrees of
+    freedom): for per-seed paired differences this is the paired t-interval."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    values = values[np.isfinite(values)]
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    if n < 2:
+        return Interval(mean, math.nan, math.nan, math.nan, math.nan, n, confidence)
+    sd = float(values.std(ddof=1))
+    half = t_quantile(confidence, n - 1) * sd / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, half, sd, n, confidence)
+
+
+@dataclass(frozen=True)
+class PairedNoise:
+    """The noise of one paired difference between two mixtures at one seed, pooled over a table.
+
+    sd: sqrt(2) * the residual standard deviation of the (mixtures x seeds) table after removing
+    each mixture's mean and each seed's mean (two-way additive model; under common random numbers
+    the seed's mean is the shift that seed gives every mixture alike). df = (M - 1)(S - 1).
+    resolution: the half-width of a 95% interval of a paired difference averaged over the S seeds,
+    t(confidence, df) * sd / sqrt(S): differences smaller than this cannot be told from zero."""
+
+    sd: float
+    df: int
+    seeds: int
+    mixtures: int
+    resolution: float
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def paired_noise(table, confidence: float = 0.95) -> PairedNoise:
+    """PairedNoise of a (mixtures, seeds) table of objectives; seeds with a non-finite entry are left
+    out. NaN figures when fewer than two mixtures or two seeds remain."""
+    table = np.asarray(table, dtype=np.float64)
+    if table.ndim != 2:
+        raise ValueError(f"table must be (mixtures, seeds), got shape {table.shape}")
+    table = table[:, np.all(np.isfinite(table), axis=0)]
+    M, S = table.shape
+    df = (M - 1) * (S - 1)
+    if M < 2 or S < 2:
+        return PairedNoise(math.nan, max(df, 0), S, M, math.nan)
+    residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
+    sd = math.sqrt(2.0 * float(np.sum(residual ** 2)) / df)
+    return PairedNoise(sd, df, S, M, t_quantile(confidence, df) * sd / math.sqrt(S))

@@ -11,6 +11,7 @@ import typer
 
 from mixopt.cli.common import command, stderr_log
 from mixopt.errors import InputError
+from mixopt.io import json_ready
 
 ONLINE_CHOICES = ("static", "auto", "aioli", "stratified")
 """--online: the mixers `mixopt train` offers (doremi needs reference losses, which the CLI has not)."""
@@ -125,24 +126,32 @@ def jacobian(
 @command("validate")
 def validate(
     config: Path = typer.Option(Path("configs/validate.yaml"), "--config", "-c",
-        help="Validation configuration (YAML).",
+        help="Validation configuration (YAML): the two scales, the seeds, the random mixtures.",
         dir_okay=False),
     mixture: Path = typer.Option(..., "--mixture", "-m", help="recommendation.json to validate.", dir_okay=False),
     out: Path = typer.Option(..., "--out", "-o",
-        help="Directory for validate.json, validate.parquet, validate.md; finished scales are reused.",
+        help="Directory for validate.json, validate.parquet, validate.md, validate.html; "
+             "finished (scale, seed) packs there are reused.",
         file_okay=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress on stderr; print only the result."),
     json_output: bool = typer.Option(False, "--json", help="Print the result as one JSON document on stdout."),
 ) -> None:
     """Train the recommended, natural, uniform and random mixtures at the proxy scale and at a larger
-    scale; print both rankings and the proxy-to-large Spearman correlation.
+    scale, once per seed of the config's `seeds` (common random numbers within a seed).
+
+    Prints per scale each mixture's mean objective with its 95% interval over the seeds, the paired
+    differences recommended - natural and recommended - uniform with their 95% intervals, the seed
+    noise of a paired difference and the smallest difference the seeds resolve, the proxy-to-large
+    Spearman correlation per seed and pooled, and one verdict line per scale and baseline. Running
+    it again with the same OUT trains only the (scale, seed) packs not finished there.
     """
     from mixopt.config import load_validate_config
-    from mixopt.tools.validate import ranking_markdown, run_validate
+    from mixopt.tools.validate import run_validate, validate_markdown
 
     settings = load_validate_config(config)
     result = run_validate(settings, mixture, out, log=stderr_log(quiet or json_output))
     if json_output:
-        print(json.dumps(result))
+        print(json.dumps(json_ready(result)))
     else:
-        print(ranking_markdown(result), end="")
+        print(validate_markdown(result), end="")
+        print(f"Files: {Path(out) / 'validate.md'}, validate.json, validate.parquet, validate.html")
