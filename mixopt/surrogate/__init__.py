@@ -6,31 +6,43 @@
     "linear"              ridge on w
     "linear-wlog"         ridge on (w, log(w + eps)), penalty by GCV
     "quadratic"           Scheffe's quadratic mixture model (w and all w_j w_l), ridge by GCV
+    "quadratic-wlog"      ridge on (w, log(w + eps), all w_j w_l): pairwise interactions, penalty by GCV
+    "gp"                  a Gaussian process on the simplex (Hellinger geometry), reverting to the
+                          runs' mean far from them, its posterior spread growing there
     "lightgbm"            LightGBM, leaves sized to the number of runs
     "regmix-lightgbm"     LightGBM with RegMix's settings exactly
     "constant"            the runs' mean (the model of no evidence: stacking shrinks toward it)
-    "quadratic-wlog"      ridge on (w, log(w + eps), all w_j w_l): pairwise interactions, penalty by GCV
     "ensemble"            the smooth models above (both mixing laws, linear, linear-wlog,
-                          quadratic-wlog, constant) stacked by cross-validation, bootstrap spread
-    "ensemble-lightgbm"   the same with LightGBM as a fifth member (slow to score)
+                          quadratic-wlog, gp, constant), each admitted when the runs can carry
+                          it, stacked by cross-validation with a penalty on members that swing
+                          away from the runs; bootstrap, disagreement and coverage spread
+    "ensemble-lightgbm"   the same with LightGBM as a further member (slow to score)
     "auto"                the default: "ensemble" (the cross-validated choice and combination of
                           its members), a mixing law when there are too few runs to cross-validate
+
+Every model predicts through a loss floor (never below zero, nor more than a standard deviation of
+the runs below the best run; see surrogate.base.loss_floor). `cv_summary` says from out-of-fold
+predictions whether a study's runs carry signal (Spearman and top-1 regret).
 """
 
 from __future__ import annotations
 
 from mixopt.errors import InputError
 from mixopt.surrogate.base import Replicas, Surrogate, check_X, check_Xy
+from mixopt.surrogate.gp import GaussianProcessSurrogate
 from mixopt.surrogate.ensemble import DEFAULT_MEMBERS, MIN_RUNS_FOR_CV, EnsembleSurrogate
 from mixopt.surrogate.lightgbm_model import LightGBMSurrogate
 from mixopt.surrogate.linear import ConstantSurrogate, LinearSurrogate
 from mixopt.surrogate.mixing_law import MixingLawSurrogate
-from mixopt.surrogate.selection import cross_val_predict, cross_val_rmse, stacking_weights
+from mixopt.surrogate.selection import (
+    cross_val_predict, cross_val_rmse, cv_summary, recombined_mixtures, stacking_weights, top1_regret,
+)
 
 SURROGATES = {
     "mixing-law": lambda seed: MixingLawSurrogate(seed=seed, features="w", l2=1e-4),
     "mixing-law-wlog": lambda seed: MixingLawSurrogate(seed=seed, features="wlog", l2=1e-3),
     "constant": lambda seed: ConstantSurrogate(seed=seed),
+    "gp": lambda seed: GaussianProcessSurrogate(seed=seed),
     "linear": lambda seed: LinearSurrogate(seed=seed),
     "linear-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlog"),
     "quadratic": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="quad"),
@@ -67,6 +79,7 @@ def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:
 
 __all__ = [
     "Surrogate", "Replicas", "ConstantSurrogate", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate", "EnsembleSurrogate",
-    "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
-    "cross_val_predict", "cross_val_rmse", "stacking_weights", "check_X", "check_Xy",
+    "GaussianProcessSurrogate", "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
+    "cross_val_predict", "cross_val_rmse", "cv_summary", "top1_regret", "recombined_mixtures",
+    "stacking_weights", "check_X", "check_Xy",
 ]

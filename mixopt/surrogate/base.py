@@ -1,10 +1,38 @@
-"""The surrogate interface: scikit-learn style fit/predict over mixtures, inputs checked at the door."""
+"""The surrogate interface: scikit-learn style fit/predict over mixtures, inputs checked at the door.
+
+Every surrogate models a loss, and a loss is never negative and, over mixtures like the runs, not
+much below the best of them: predictions pass through a soft floor fitted on the runs (see
+`loss_floor`), so that no model form, however it extrapolates, hands the search a mixture predicted
+at -4 nats. The floor is the identity above floor + width, so it changes nothing the runs support.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from mixopt.errors import InputError
+
+
+FLOOR_SPREADS = 1.0      # the floor: the best run minus this many standard deviations of the runs (and >= 0)
+FLOOR_WIDTH = 0.1        # the floor bends over this many standard deviations of the runs
+
+
+def loss_floor(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(floor (E,), width (E,)) per loss column: min(y) - FLOOR_SPREADS * std(y), and at least 0
+    when every run's loss is (a cross-entropy or bits per byte cannot go below zero; a mixture the
+    runs did not try is not believed to beat the best of them by more than the spread between them)."""
+    low, sd = Y.min(axis=0), Y.std(axis=0)
+    floor = low - FLOOR_SPREADS * sd
+    floor = np.where(low >= 0, np.maximum(floor, 0.0), floor)
+    return floor, np.maximum(FLOOR_WIDTH * sd, 1e-12)
+
+
+def soft_floor(values: np.ndarray, floor, width) -> np.ndarray:
+    """values above floor + width unchanged; below, floor + width * exp((v - floor - width) / width):
+    continuous with a continuous slope, increasing, never below the floor."""
+    knee = floor + width
+    below = np.minimum(values - knee, 0.0) / width
+    return np.where(values >= knee, values, knee + width * (np.exp(below) - 1.0))
 
 
 def check_X(X, name: str = "X") -> np.ndarray:
@@ -50,6 +78,8 @@ class Surrogate:
         single_output = np.ndim(y) == 1
         X, Y = check_Xy(X, y)
         self._fit(X, Y)
+        self.floor_, self.floor_width_ = loss_floor(Y)
+        self.ceiling_ = Y.max(axis=0) + FLOOR_SPREADS * Y.std(axis=0)
         self.n_features_ = X.shape[1]
         self.n_outputs_ = Y.shape[1]
         self.single_output_ = single_output
@@ -57,8 +87,9 @@ class Surrogate:
         return self
 
     def predict(self, X) -> np.ndarray:
-        """(n,) for a model fitted on a 1-d y, else (n, E)."""
-        columns = self._predict(self._check_predict_input(X))
+        """(n,) for a model fitted on a 1-d y, else (n, E); never below the loss floor (see
+        `loss_floor`)."""
+        columns = soft_floor(self._predict(self._check_predict_input(X)), self.floor_, self.floor_width_)
         return columns[:, 0] if self.single_output_ else columns
 
     def predict_std(self, X) -> np.ndarray:
@@ -66,6 +97,11 @@ class Surrogate:
         X = self._check_predict_input(X)
         std = self._predict_std(X)
         return std[:, 0] if self.single_output_ else std
+
+    def min_runs(self, K: int) -> int:
+        """The fewest runs this model may be fitted on over K domains inside an ensemble: models
+        whose parameters are not all shrunk by a chosen penalty need one run per parameter."""
+        return 2
 
     def predict_replicas(self, X) -> np.ndarray | None:
         """(R, n, E) predictions of R bootstrap replicas, or None for models without them."""
@@ -98,19 +134,22 @@ class Surrogate:
 
     def objective(self, weights: np.ndarray | None = None):
         """(n, K) -> (n,): the objective sum_e weights_e * prediction_e, by its compiled program
-        where the model has one (many times faster over many mixtures), else through predict."""
+        where the model has one (many times faster over many mixtures), else through predict;
+        never below the objective of the columns' floors (for non-negative weights)."""
         if not self.fitted_:
             raise InputError(f"{self.name} surrogate is not fitted: call fit(X, y) first")
         v = self.objective_weights(weights)
         program = self.objective_program(v)
         if program is not None:
-            def score(X):
+            def raw(X):
                 return program(self._check_predict_input(X))[:, 0]
         else:
-            def score(X):
-                out = self._predict(self._check_predict_input(X))
-                return out @ v
-        return score
+            def raw(X):
+                return self._predict(self._check_predict_input(X)) @ v
+        if np.any(v < 0):
+            return raw
+        floor, width = float(self.floor_ @ v), float(max(self.floor_width_ @ v, 1e-12))
+        return lambda X: soft_floor(raw(X), floor, width)
 
     def _check_predict_input(self, X) -> np.ndarray:
         if not self.fitted_:

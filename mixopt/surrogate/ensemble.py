@@ -1,22 +1,38 @@
-"""A cross-validated ensemble: members combined by stacking, uncertainty by bootstrap.
+"""A cross-validated ensemble: members combined by stacking, uncertainty by bootstrap and coverage.
 
 fit(X, Y), for each loss column:
-  1. every member predicts each run from a fit on the other folds (k-fold, out-of-fold);
-  2. non-negative weights summing to one combine the members' out-of-fold predictions best
-     (stacked regression, Breiman 1996): a member that does not generalise gets weight 0, and a
-     single member wins outright when it is best alone; `cv_scores_` holds every member's
-     cross-validated RMSE and the ensemble's own (its out-of-fold RMSE, slightly optimistic since
-     the weights saw the same folds);
-  3. the members with weight are refitted on all runs, and on `bootstrap` resamples of them: the
-     spread of the weighted ensemble over those resamples is `predict_std`, the uncertainty that
-     sequential design spends proxies on.
+  1. members enter only when the runs can carry them: a member with more parameters than the runs
+     of a training fold (a pairwise model over many domains, a mixing law whose exponent has a
+     slope per feature) stays out (`Surrogate.min_runs`, recorded in `admitted_`);
+  2. every admitted member predicts each run from a fit on the other folds (k-fold, out-of-fold),
+     and the fold fits also predict a pool of mixtures recombined from the runs' own per-domain
+     weights (every domain at the weights the runs gave it, in combinations no run tried: what an
+     unseen run of the same swarm looks like). How much the fold fits disagree there is the
+     member's instability: its jackknife standard deviation at unseen mixtures (`instability_`,
+     in standard deviations of the runs' losses);
+  3. non-negative weights summing to one combine the members' out-of-fold predictions (stacked
+     regression, Breiman 1996), penalised by the weighted members' instability: minimise
+     |oof w - y|^2 + n (sum_m w_m s_m)^2, the expected squared error at unseen mixtures rather
+     than at the runs alone. A member that fits the runs but swings between folds elsewhere (the
+     kind that predicts -4 nats for one unseen mixture) cannot take the weight; `cv_scores_` holds
+     every member's cross-validated RMSE and the ensemble's own (its out-of-fold RMSE, slightly
+     optimistic since the weights saw the same folds), `oof_` the stacked out-of-fold predictions,
+     and `honest_oof_` the same with the stacking weights cross-fitted too (each run predicted by
+     members and weights that never saw it: on pure noise its skill is about zero);
+  4. the members with weight are refitted on all runs, and on `bootstrap` resamples of them.
 
-The default members are smooth and fast: both mixing laws, ridge models (linear, with log terms,
-with log terms and pairwise interactions) and the constant (the runs' mean), which the stacking
-leans on when nothing else generalises, so that few or noisy runs shrink predictions toward the
-mean instead of extrapolating. The objective of all of them compiles into one surrogate.program
-(a million mixtures score in about a second on one core); LightGBM can be added (members=(..., "lightgbm")), at about 100 s per
-million mixtures.
+Uncertainty (`objective_spread`): the bootstrap variance of the stacked ensemble, plus the mean
+squared disagreement of the plausible members (CV RMSE within 2x the best) with it, plus coverage:
+the posterior variance of the Gaussian-process member (fitted whenever it is admitted, weighted or
+not), which grows with the distance from the runs in the mixture geometry, so that a mixture
+leaning on a domain that few runs gave weight, or far from every run, is uncertain even where all
+the members happen to agree.
+
+The default members are smooth: both mixing laws, ridge models (linear, with log terms, with log
+terms and pairwise interactions), a Gaussian process on the simplex, and the constant (the runs'
+mean), which the stacking leans on when nothing else generalises. The objective of all of them
+compiles into one surrogate.program; LightGBM can be added (members=(..., "lightgbm")), at about
+100 s per million mixtures. Predictions pass the loss floor of `surrogate.base.loss_floor`.
 """
 
 from __future__ import annotations
@@ -27,12 +43,14 @@ import numpy as np
 
 from mixopt.errors import InputError
 from mixopt.io import atomic_write_json
-from mixopt.surrogate.base import Surrogate, _combine
-from mixopt.surrogate.selection import fold_weights, stacking_weights
+from mixopt.surrogate.base import Surrogate
+from mixopt.surrogate.selection import fold_weights, recombined_mixtures, stacking_weights
 
-DEFAULT_MEMBERS = ("mixing-law", "mixing-law-wlog", "linear-wlog", "linear", "quadratic-wlog", "constant")
+DEFAULT_MEMBERS = ("mixing-law", "mixing-law-wlog", "linear-wlog", "linear", "quadratic-wlog", "gp", "constant")
 MIN_RUNS_FOR_CV = 8
 CREDIBLE_RATIO = 2.0      # members within this factor of the best CV RMSE count as plausible alternatives
+POOL_SIZE = 512           # recombined mixtures on which the fold fits' disagreement is measured
+INSTABILITY_TOLERANCE = 0.5   # fold-to-fold wobble (in standard deviations of the runs) that costs nothing
 
 
 class EnsembleSurrogate(Surrogate):
@@ -62,34 +80,63 @@ class EnsembleSurrogate(Surrogate):
         n, E = Y.shape
         M = len(self.members)
         makers = [self._make(kind) for kind in self.members]
+        folds = min(self.folds, n)
+        train_rows = n - -(-n // folds)                      # the smallest training fold
+        admitted = np.array([train_rows >= member.min_runs(X.shape[1]) for member in makers])
+        if not admitted.any():
+            admitted[-1] = True                               # the last member (the constant by default)
+        self.admitted_ = admitted
         scores: dict[str, float] = {}
-        if n >= MIN_RUNS_FOR_CV and M > 1:
-            folds = min(self.folds, n)
+        instability = np.zeros((M, E))
+        if n >= MIN_RUNS_FOR_CV and admitted.sum() > 1:
             W, held = fold_weights(n, folds, self.seed)
-            oof = np.empty((M, n, E))
-            for m, member in enumerate(makers):
-                replicas = member.fit_replicas(X, Y, W)
+            pool = recombined_mixtures(X, POOL_SIZE, self.seed)
+            scale = np.maximum(Y.std(axis=0), 1e-12)
+            oof = np.zeros((M, n, E))
+            for m in np.flatnonzero(admitted):
+                replicas = makers[m].fit_replicas(X, Y, W)
                 for f, rows in enumerate(held):
                     oof[m, rows] = replicas.predict(X[rows], f)
-                scores[member.name] = float(np.sqrt(np.mean((oof[m] - Y) ** 2)))
-            weights = np.stack([stacking_weights(oof[:, :, e].T, Y[:, e]) for e in range(E)], axis=1)   # (M, E)
+                scores[makers[m].name] = float(np.sqrt(np.mean((oof[m] - Y) ** 2)))
+                # losses far above every run never become a recommendation: their spread is not counted
+                on_pool = np.minimum(replicas.predict(pool), Y.max(axis=0) + scale)     # (F, pool, E)
+                jackknife = (len(held) - 1) * np.var(on_pool, axis=0)                   # (pool, E)
+                instability[m] = np.sqrt(np.mean(jackknife, axis=0)) / scale
+            members = np.flatnonzero(admitted)
+            excess = np.maximum(instability[members] - INSTABILITY_TOLERANCE, 0.0) * scale[None, :]   # (m, E)
+            weights = np.zeros((M, E))
+            honest = np.empty((n, E))
+            for e in range(E):
+                weights[members, e] = stacking_weights(oof[members, :, e].T, Y[:, e], excess[:, e])
+                for rows in held:            # cross-fitted: stacking weights that never saw these runs
+                    others = np.setdiff1d(np.arange(n), rows)
+                    fold_weights_e = stacking_weights(oof[members][:, others, e].T, Y[others, e], excess[:, e])
+                    honest[rows, e] = oof[members][:, rows, e].T @ fold_weights_e
             stacked = np.einsum("me,mne->ne", weights, oof)
             scores[self.name] = float(np.sqrt(np.mean((stacked - Y) ** 2)))
             self.oof_ = stacked
+            self.honest_oof_ = honest
+            self.unexplained_ = np.mean((honest - Y) ** 2, axis=0)
         else:
             self.oof_ = None
+            self.honest_oof_ = None
+            self.unexplained_ = None
             weights = np.zeros((M, E))
-            weights[0] = 1.0                                   # too few runs to cross-validate: the first member
+            weights[np.flatnonzero(admitted)[0]] = 1.0        # too few runs to cross-validate: the first admitted member
         self.weights_ = weights
         self.cv_scores_ = scores
+        self.instability_ = {makers[m].name: float(instability[m].max()) for m in np.flatnonzero(admitted)}
         used = np.flatnonzero(weights.sum(axis=1) > 0)
         if scores:
-            member_scores = np.array([scores[member.name] for member in makers])
+            member_scores = np.array([scores.get(member.name, np.inf) for member in makers])
             credible = np.flatnonzero(member_scores <= CREDIBLE_RATIO * member_scores.min())
         else:
             credible = used
         self.credible_ = np.union1d(credible, used)
-        self.fitted_members_ = [member.fit(X, Y) if m in self.credible_ else member for m, member in enumerate(makers)]
+        self.coverage_member_ = next((m for m, member in enumerate(makers)
+                                      if admitted[m] and hasattr(member, "coverage_program")), None)
+        fitted = set(self.credible_.tolist()) | ({self.coverage_member_} if self.coverage_member_ is not None else set())
+        self.fitted_members_ = [member.fit(X, Y) if m in fitted else member for m, member in enumerate(makers)]
         self.replicas_ = {}
         if self.bootstrap > 0 and n >= 4:
             rng = np.random.default_rng([self.seed, 7919])
@@ -131,10 +178,26 @@ class EnsembleSurrogate(Surrogate):
             total = program if total is None else total + program
         return total
 
+    def _coverage_member(self):
+        return None if self.coverage_member_ is None else self.fitted_members_[self.coverage_member_]
+
+    def coverage_variance(self, X, weights: np.ndarray | None = None) -> np.ndarray:
+        """(n,) coverage: the variance the stacked ensemble left unexplained out of fold (its
+        squared out-of-fold error per column), times the share of prior variance that the
+        Gaussian-process member's kernel leaves at X after conditioning on the runs: about 0 at a
+        run, the ensemble's typical out-of-fold error far from every run (zeros when that member
+        is not admitted). Columns are combined as fully correlated."""
+        X = self._check_predict_input(X)
+        member = self._coverage_member()
+        if member is None:
+            return np.zeros(len(X))
+        v = self.objective_weights(None if weights is None else np.asarray(weights, dtype=np.float64))
+        return member.coverage_from(member.coverage_program()(X), v, self.unexplained_)
+
     def _spread_program(self, weights):
         """One Program with outputs [stacked objective, credible members' objectives, bootstrap
-        replicas' stacked objectives] (see objective_spread), cached per objective; None if some
-        member or replica has no program."""
+        replicas' stacked objectives, coverage terms] (see objective_spread), cached per objective;
+        None if some member or replica has no program."""
         v = np.asarray(weights, dtype=np.float64)
         key = v.tobytes()
         cache = getattr(self, "_spread_cache", None)
@@ -151,38 +214,70 @@ class EnsembleSurrogate(Surrogate):
                     replicas = None
                     break
                 replicas = program if replicas is None else replicas + program
+            coverage = self._coverage_member()
+            pieces = [stacked, *members] + ([replicas] if replicas is not None else [])
             if all(p is not None for p in members) and (replicas is not None or not self.replicas_):
                 from mixopt.surrogate.program import Program
 
-                parts = (Program.stack([stacked, *members] + ([replicas] if replicas is not None else [])),
-                         len(members))
+                n_replicas = replicas.P if replicas is not None else 0
+                if coverage is not None:
+                    pieces.append(coverage.coverage_program())
+                parts = (Program.stack(pieces), len(members), n_replicas)
         self._spread_cache = (key, parts)
         return parts
 
     def _predict_std(self, X: np.ndarray) -> np.ndarray:
-        return np.sqrt(self._variances(X, None))
+        variance = self._variances(X, None)
+        member = self._coverage_member()
+        if member is not None:
+            t = member.coverage_program()(X)
+            variance = variance + member._variance_from(t, self.unexplained_)
+        return np.sqrt(variance)
 
     def objective_spread(self, X, weights: np.ndarray | None = None) -> np.ndarray:
-        """(n,) the objective's uncertainty: bootstrap variance of the stacked ensemble plus the
-        mean squared disagreement of the plausible members (CV RMSE within 2x the best) with it.
-        Far from the runs, model forms that fit the runs equally well extrapolate differently; the
-        bootstrap alone, which refits one form, does not see that."""
+        """(n,) the objective's uncertainty: bootstrap variance of the stacked ensemble, plus the
+        mean squared disagreement of the plausible members (CV RMSE within 2x the best) with it,
+        plus coverage (`coverage_variance`). Far from the runs, model forms that fit the runs
+        equally well extrapolate differently, and a bootstrap that refits one form does not see
+        that; where the runs are sparse, coverage grows even when the forms agree. Predictions
+        are clipped to the runs' range widened by one standard deviation on each side before
+        their spread is taken, so the spread stays on the scale of the losses."""
         X = self._check_predict_input(X)
         w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        compiled = self._spread_program(self.objective_weights(w))
+        v = self.objective_weights(w)
+        compiled = self._spread_program(v)
         if compiled is not None:
-            program, n_members = compiled
+            program, n_members, n_replicas = compiled
             values = program(X)
-            stacked, members, replicas = values[:, 0], values[:, 1:1 + n_members], values[:, 1 + n_members:]
+            low, high = self._objective_range(v)
+            stacked = np.clip(values[:, 0], low, high)
+            members = np.clip(values[:, 1:1 + n_members], low, high)
+            replicas = np.clip(values[:, 1 + n_members:1 + n_members + n_replicas], low, high)
             variance = np.mean((members - stacked[:, None]) ** 2, axis=1)
-            if replicas.shape[1]:
+            if n_replicas:
                 variance = variance + np.var(replicas, axis=1)
+            coverage = self._coverage_member()
+            if coverage is not None:
+                variance = variance + coverage.coverage_from(values[:, 1 + n_members + n_replicas:], v, self.unexplained_)
             return np.sqrt(variance)
-        return np.sqrt(self._variances(X, w))
+        return np.sqrt(self._variances(X, w) + self.coverage_variance(X, w))
+
+    def _objective_range(self, v: np.ndarray) -> tuple[float, float]:
+        """(floor, ceiling) of the objective v . L over which spreads are measured: one standard
+        deviation of the runs beyond the lowest and highest (for non-negative v)."""
+        return float(self.floor_ @ v), float(self.ceiling_ @ v)
 
     def _variances(self, X: np.ndarray, weights) -> np.ndarray:
+        """Bootstrap variance plus the plausible members' disagreement, per loss column (weights
+        None) or for the objective; every prediction clipped to the runs' range +- one standard
+        deviation first: beyond it a form is extrapolating, and how far does not matter."""
         members = self.member_predictions(X, self.credible_)
-        combined = lambda values: values if weights is None else (values @ weights)[..., None]
+        if weights is None:
+            low, high = self.floor_, self.ceiling_
+            combined = lambda values: np.clip(values, low, high)
+        else:
+            low, high = self._objective_range(weights)
+            combined = lambda values: np.clip(values @ weights, low, high)[..., None]
         stacked = combined(np.einsum("me,mne->ne", self.weights_, members))
         alternatives = combined(members[self.credible_])
         variance = np.mean((alternatives - stacked[None]) ** 2, axis=0)
@@ -203,7 +298,9 @@ class EnsembleSurrogate(Surrogate):
                 info = member.save(directory, prefix=f"member-{m}-{member.name}")
                 members.append({"weights": self.weights_[m].tolist(), **info})
         payload = {"kind": self.name, "members": members, "cv_rmse": self.cv_scores_,
-                   "prediction": "sum over members of weights[column] * member prediction"}
+                   "instability": self.instability_, "floor": self.floor_.tolist(),
+                   "prediction": "soft_floor(sum over members of weights[column] * member prediction, floor) "
+                                 "(mixopt.surrogate.base.soft_floor)"}
         path = atomic_write_json(directory / "ensemble.json", payload)
         files = [path.name] + [f for member in members for f in member.get("files", [])]
         return {"kind": self.name, "files": files,

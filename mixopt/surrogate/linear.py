@@ -19,6 +19,7 @@ from mixopt.surrogate.features import LinearMap, Standardizer, featurize
 from mixopt.surrogate.program import Program, linear_map_terms
 
 GCV_GRID = np.logspace(-6, 1, 15)
+PAIRWISE_FEATURES_PER_RUN = 4.0     # a pairwise model enters an ensemble with at most this many features per run
 
 
 def ridge_fit(G: np.ndarray, Y: np.ndarray, penalties, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -72,6 +73,14 @@ class LinearSurrogate(Surrogate):
 
     def get_params(self) -> dict:
         return {"seed": self.seed, "ridge": self.ridge, "features": self.features}
+
+    def min_runs(self, K: int) -> int:
+        """Pairwise models (K(K-1)/2 interactions) need a run per PAIRWISE_FEATURES_PER_RUN
+        features: GCV's penalty lets a ridge carry somewhat more features than runs, but not keep
+        a two-thousand-feature quadratic from interpolating a hundred runs."""
+        pairs = K * (K - 1) // 2
+        features = {"quad": K + pairs, "wlogquad": 2 * K + pairs}.get(self.features)
+        return 2 if features is None else int(np.ceil(features / PAIRWISE_FEATURES_PER_RUN))
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
         F = featurize(X, self.features)

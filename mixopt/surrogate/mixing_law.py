@@ -163,6 +163,11 @@ class MixingLawSurrogate(Surrogate):
     def get_params(self) -> dict:
         return {"seed": self.seed, "features": self.features, "l2": self.l2, "iterations": self.iterations}
 
+    def min_runs(self, K: int) -> int:
+        """One run per parameter (c, b and a slope per feature): the law's small fixed penalty
+        does not tame an exponent with more slopes than runs."""
+        return (K if self.features == "w" else 2 * K) + 2
+
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
         replicas = self.fit_replicas(X, Y, np.ones((1, len(X))))
         self.standardizer_ = replicas.standardizer

@@ -5,13 +5,15 @@ objective sum_e o_e L_e(w). For the smooth surrogates that number has one shape,
 
     value_p(w) = const_p + phi(w) . lin_p + w' Q_p w + sum_c out_cp exp(clip(phi(w) . A_c + bias_c))
 
-with phi(w) = (w, log(w + eps)): ridge models and the constant are the linear part (so any number
-of them, over any number of loss columns, fold into one vector), each mixing-law column is one
-exponential term. `Program` holds P such outputs at once (P = 1 for the objective, P = R for R
-bootstrap replicas), and programs add: an ensemble's objective is the weighted sum of its members'.
-Scoring then costs one (n, 2K) feature matrix, one matrix product and one exponential per mixing-law
-column that the objective touches, in cache-sized batches: a million mixtures in well under a
-second on one core.
+with phi(w) = (w, log(w + eps), sqrt(w)): ridge models and the constant are the linear part (so
+any number of them, over any number of loss columns, fold into one vector), each mixing-law column
+is one exponential term, and a Gaussian process on the Hellinger geometry is one exponential term
+per run (its kernel exp(-H^2(w, v) / l^2) is exp of a linear function of w and sqrt(w)). `Program`
+holds P such outputs at once (P = 1 for the objective, P = R for R bootstrap replicas), and
+programs add: an ensemble's objective is the weighted sum of its members'. Scoring then costs one
+feature matrix (only the blocks some term uses), one matrix product and one exponential per
+exponential term, in cache-sized batches: a million mixtures in well under a second on one core
+for the parametric members (a Gaussian process costs one term per run it was fitted on).
 """
 
 from __future__ import annotations
@@ -24,16 +26,33 @@ EXPONENT_CLIP = 30.0
 BATCH_ROWS = 32_768
 
 
+BLOCKS = 3      # phi(w) = (w, log(w + eps), sqrt(w))
+
+
+def _padded(matrix: np.ndarray, K: int) -> np.ndarray:
+    """A (2K or 3K, columns) coefficient matrix as (3K, columns): a missing sqrt block is zero."""
+    if matrix.shape[0] == BLOCKS * K:
+        return matrix
+    if matrix.shape[0] != 2 * K:
+        raise ValueError(f"program coefficients have {matrix.shape[0]} rows; expected {2 * K} or {3 * K}")
+    return np.vstack([matrix, np.zeros((K, matrix.shape[1]))])
+
+
 class Program:
-    """P outputs of the form in the module docstring. lin (2K, P), const (P,), A (2K, C), bias
-    (C,), out (C, P), Q (P, K, K) or None."""
+    """P outputs of the form in the module docstring. lin (2K or 3K, P), const (P,), A (2K or 3K,
+    C), bias (C,), out (C, P), Q (P, K, K) or None. Rows of lin and A follow phi(w): the first K
+    multiply w, the next K log(w + eps), the last K (optional) sqrt(w)."""
 
     def __init__(self, K: int, const, lin=None, A=None, bias=None, out=None, Q=None):
         self.K = int(K)
         self.const = np.atleast_1d(np.asarray(const, dtype=np.float64))
         P = len(self.const)
-        self.lin = np.zeros((2 * K, P)) if lin is None else np.asarray(lin, dtype=np.float64).reshape(2 * K, P)
-        self.A = np.zeros((2 * K, 0)) if A is None else np.asarray(A, dtype=np.float64).reshape(2 * K, -1)
+        self.lin = np.zeros((BLOCKS * K, P)) if lin is None else _padded(np.asarray(lin, dtype=np.float64).reshape(-1, P), K)
+        if A is None:
+            self.A = np.zeros((BLOCKS * K, 0))
+        else:
+            A = np.asarray(A, dtype=np.float64)
+            self.A = _padded(A[:, None] if A.ndim == 1 else A, K)
         C = self.A.shape[1]
         self.bias = np.zeros(0) if bias is None else np.asarray(bias, dtype=np.float64).reshape(C)
         self.out = np.zeros((0, P)) if out is None else np.asarray(out, dtype=np.float64).reshape(C, P)
@@ -45,11 +64,14 @@ class Program:
         return len(self.const)
 
     def _compile(self) -> None:
-        self.uses_log = bool(np.any(self.lin[self.K:] != 0) or np.any(self.A[self.K:] != 0))
         keep = np.any(self.out != 0, axis=1)                     # exponential terms that matter
         self.A, self.bias, self.out = self.A[:, keep], self.bias[keep], self.out[keep]
-        rows = 2 * self.K if self.uses_log else self.K
-        self._matrix = np.ascontiguousarray(np.hstack([self.lin[:rows], self.A[:rows]]))   # (rows, P + C)
+        K = self.K
+        used = [b for b in range(BLOCKS) if b == 0 or np.any(self.lin[b * K:(b + 1) * K] != 0)
+                or np.any(self.A[b * K:(b + 1) * K] != 0)]
+        self.blocks = tuple(used)                                # feature blocks that some term reads
+        rows = np.concatenate([np.arange(b * K, (b + 1) * K) for b in used])
+        self._matrix = np.ascontiguousarray(np.hstack([self.lin[rows], self.A[rows]]))    # (rows, P + C)
         if self.Q is not None:
             self._Qflat = np.ascontiguousarray(self.Q.transpose(1, 0, 2).reshape(self.K, self.P * self.K))
 
@@ -95,14 +117,22 @@ class Program:
         return out
 
     def _rows(self, X: np.ndarray) -> np.ndarray:
-        if self.uses_log:
-            F = np.empty((len(X), 2 * self.K))
-            F[:, :self.K] = X
-            np.maximum(X, 0.0, out=F[:, self.K:])
-            F[:, self.K:] += LOG_EPS
-            np.log(F[:, self.K:], out=F[:, self.K:])
-        else:
+        if len(self.blocks) == 1:
             F = X
+        else:
+            K = self.K
+            F = np.empty((len(X), K * len(self.blocks)))
+            for slot, block in enumerate(self.blocks):
+                part = F[:, slot * K:(slot + 1) * K]
+                if block == 0:
+                    part[:] = X
+                elif block == 1:
+                    np.maximum(X, 0.0, out=part)
+                    part += LOG_EPS
+                    np.log(part, out=part)
+                else:
+                    np.maximum(X, 0.0, out=part)
+                    np.sqrt(part, out=part)
         Z = F @ self._matrix
         P = self.P
         value = Z[:, :P]
