@@ -3,6 +3,7 @@
     spearman(predicted, observed)     rank correlation, ties averaged (as scipy.stats.spearmanr)
     rankdata(values)                  0-based ranks with ties averaged (as scipy.stats.rankdata, minus 1)
     ordinal_ranks(values)             1-based ranks, lowest first, NaN last, ties in order given
+    top1_regret(predicted, observed)  where the run ranked first by `predicted` stands by `observed`
 
 Intervals over seeds (what `mixopt validate` reports):
 
@@ -57,6 +58,18 @@ def ordinal_ranks(values) -> np.ndarray:
     ranks = np.empty(len(values), dtype=np.int64)
     ranks[order] = np.arange(1, len(values) + 1)
     return ranks
+
+
+def top1_regret(predicted, observed) -> float:
+    """Where the run that `predicted` ranks best (lowest) stands among all runs by `observed`, as a
+    fraction: 0 when it is the best observed run, 1 when it is the worst (ties in `observed` count
+    in its favour). NaN with fewer than two runs. A model whose first pick is a median run scores
+    about 0.5, however good its rank correlation."""
+    predicted, observed = np.asarray(predicted, dtype=np.float64), np.asarray(observed, dtype=np.float64)
+    if len(predicted) < 2:
+        return float("nan")
+    pick = int(np.argmin(predicted))
+    return float(np.sum(observed < observed[pick]) / (len(observed) - 1))
 
 
 # -- intervals over seeds --------------------------------------------------------------------------

@@ -12,12 +12,19 @@ lowest lower confidence bound (predicted objective minus `exploration` times the
 of the ensemble), kept apart from each other and from runs already made: proxies go where the
 surrogate is promising or unsure.
 
-The recommendation guards against extrapolating from weak evidence: it minimises the prediction
-plus `risk` times the surrogate's uncertainty; the constrained search stays within a trust region
-around the runs whose radius grows with the surrogate's cross-validated R^2 on the objective (a
-surrogate that explains nothing keeps the recommendation next to the runs, one that explains nearly
-everything may go anywhere in the space); and the result is never predicted worse than the best
-observed feasible run (the segment toward that run is searched, the run itself at worst).
+The recommendation moves away from the prior (the natural mixture unless one is given) only as far
+as the evidence supports, because the worst answer a mixture optimizer can give is a confident,
+harmful one: the best of many noisy runs looks better than it is (the winner's curse).
+  * Skill is measured out of sample: the cross-validated R^2 of the objective, with the stacking
+    weights of the ensemble cross-fitted too, so that noise alone gives about zero.
+  * The constrained search stays within a trust region whose radius grows with that skill: within
+    `trust_radius(skill)` (total variation) of the prior and of a run, and inside the range of each
+    domain's weight over the runs (no domain is driven to zero or to its cap unless runs went there).
+    It minimises the prediction plus `risk` times the surrogate's uncertainty.
+  * The search's best mixture (the candidate) is recommended only when its predicted gain over the
+    prior is significant: the whole 95% interval of f(candidate) - f(prior) lies below zero and the
+    skill is positive (see `Gain`). Otherwise the prior is recommended, with the candidate and its
+    interval reported beside it ("no significant gain: keep the prior").
 
 By default the surrogate is fitted to every loss column (one law per evaluation set, as in Data
 Mixing Laws) and the search minimises the objective-weighted sum of the columns; fit="objective"
@@ -29,6 +36,7 @@ a store of finished runs asks for the same mixtures and resumes where it stopped
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -61,35 +69,121 @@ def objective_weights(objective, n_columns: int, names: Sequence[str] | None = N
     return weights / weights.sum()
 
 
-TRUST_MIN = 0.05       # trust radius (total variation from the nearest run) when the surrogate has no skill
+TRUST_MIN = 0.05       # trust radius (total variation from the prior and a run) when the surrogate has no skill
 TRUST_FULL_SKILL = 0.9  # cross-validated R^2 from which the search may go anywhere in the space
 
 
 def trust_radius(skill: float) -> float:
-    """How far (total variation) the search may go from the runs the surrogate was fitted on, from
-    the surrogate's cross-validated R^2 on the objective: TRUST_MIN when it explains nothing,
-    growing linearly to the whole space (1) at TRUST_FULL_SKILL. Weak evidence keeps the
-    recommendation among the runs it rests on; strong evidence lets it extrapolate."""
+    """How far (total variation) the search may go from the prior and from the runs the surrogate
+    was fitted on, from the surrogate's cross-validated R^2 on the objective: TRUST_MIN when it
+    explains nothing, growing linearly to the whole space (1) at TRUST_FULL_SKILL. Weak evidence
+    keeps the recommendation next to the prior; strong evidence lets it go far."""
     if not np.isfinite(skill) or skill <= 0:
         return TRUST_MIN
     return float(min(1.0, TRUST_MIN + (1.0 - TRUST_MIN) * skill / TRUST_FULL_SKILL))
 
 
-def objective_skill(model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None, seed: int = 0) -> float:
-    """Cross-validated R^2 of the objective Y @ weights (Y's one column when weights is None):
-    from the ensemble's out-of-fold predictions, or a k-fold refit of `model` otherwise."""
+def objective_out_of_fold(model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None,
+                          seed: int = 0) -> np.ndarray | None:
+    """(n,) out-of-fold predictions of the objective Y @ weights (Y's one column when weights is
+    None): the ensemble's, with cross-fitted stacking weights (`honest_oof_`: each run predicted by
+    members and stacking weights that never saw it), or a k-fold refit of `model`; None under 4 runs."""
     n = len(X)
-    oof = getattr(model, "oof_", None)
+    oof = getattr(model, "honest_oof_", None)
+    if oof is None:
+        oof = getattr(model, "oof_", None)
     if oof is None:
         if n < 4:
-            return 0.0
+            return None
         oof = surrogates.cross_val_predict(model.clone, X, Y, folds=min(5, n), seed=seed)
-    combine = (lambda V: V[:, 0]) if weights is None else (lambda V: V @ weights)
-    y, p = combine(np.asarray(Y, dtype=np.float64).reshape(n, -1)), combine(oof)
-    variance = float(np.var(y))
-    if variance <= 0:
+    oof = np.asarray(oof, dtype=np.float64).reshape(n, -1)
+    return oof[:, 0] if weights is None else oof @ weights
+
+
+def objective_skill(observed: np.ndarray, predicted: np.ndarray | None) -> float:
+    """Cross-validated R^2 of the objective, clipped to [0, 1]: 0 when out-of-fold predictions do
+    no better than the mean (noise alone scores about 0 with cross-fitted stacking)."""
+    variance = float(np.var(observed))
+    if predicted is None or variance <= 0:
         return 0.0
-    return float(np.clip(1.0 - np.mean((p - y) ** 2) / variance, 0.0, 1.0))
+    return float(np.clip(1.0 - np.mean((predicted - observed) ** 2) / variance, 0.0, 1.0))
+
+
+GAIN_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Gain:
+    """The predicted gain of the search's best mixture over the prior: f(candidate) - f(prior) of the
+    surrogate's objective (negative: the candidate is predicted better), with a `level` interval
+    that accounts for the search having picked the candidate among many (see gain_interval).
+    `significant`: the whole interval lies below zero and the surrogate has skill, so the candidate
+    is recommended; otherwise the prior is."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    significant: bool
+    candidate: np.ndarray
+    candidate_predicted: float
+
+    def to_json(self) -> dict:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level,
+                "significant": self.significant, "candidate": self.candidate.tolist(),
+                "candidate_predicted": self.candidate_predicted}
+
+
+def difference_spread(model, a: np.ndarray, b: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
+    """The surrogate's uncertainty about d = f(a) - f(b) of its objective, in two parts:
+    (sampling, form). sampling: the spread of d over the surrogate's bootstrap replicas (what the
+    runs' noise leaves uncertain, and what a search can exploit). form: for ensembles, the spread of
+    the members' own d around the stacked d, each member counted by its stacking weight (model
+    forms that fit the runs alike but extrapolate differently); 0 for a single model."""
+    points = np.vstack([a, b])
+    v = None if weights is None else np.asarray(weights, dtype=np.float64)
+
+    def objective(values):          # (..., 2, E) -> (..., 2)
+        return values[..., 0] if v is None else values @ v
+
+    sampling = form = 0.0
+    replicas = model.predict_replicas(points)
+    if replicas is not None:
+        d = objective(replicas)
+        sampling = float(np.std(d[:, 0] - d[:, 1]))
+    stacking = getattr(model, "weights_", None)
+    if stacking is not None and hasattr(model, "member_predictions"):
+        share = stacking @ (np.ones(stacking.shape[1]) / stacking.shape[1] if v is None else v)   # (M,)
+        used = np.flatnonzero(share > 0)
+        members = objective(model.member_predictions(points, used)[used])
+        d_members = members[:, 0] - members[:, 1]
+        d_stacked = float(share[used] @ d_members / share[used].sum())
+        form = float(np.sqrt(share[used] @ (d_members - d_stacked) ** 2 / share[used].sum()))
+    return sampling, form
+
+
+def gain_interval(model, model_objective, candidate: np.ndarray, prior: np.ndarray, skill: float,
+                  mean, level: float = GAIN_LEVEL) -> Gain:
+    """The Gain of `candidate` over `prior` under the fitted surrogate: the predicted difference with a
+    normal interval from the difference's sampling and model-form spread (difference_spread).
+
+    The search picked the candidate for its predicted gain, so the estimate leans optimistic (the
+    winner's curse); the interval stays honest because the gain counts only where the surrogate has
+    skill measured out of sample and the search may move only as far from the prior as that skill
+    allows (trust_radius). On simulators whose noise ranges from negligible to twice the spread
+    between mixtures, these intervals held the true gain of every candidate (benchmarks/trust.py).
+    A bootstrap estimate of the optimism, taken off the estimate, proved far too pessimistic there:
+    resampled runs extrapolate more wildly than the runs themselves."""
+    from scipy.stats import norm
+
+    predicted = float(mean(candidate[None, :])[0])
+    estimate = predicted - float(mean(prior[None, :])[0])
+    sampling, form = difference_spread(model, candidate, prior, model_objective)
+    half = float(norm.ppf(0.5 + level / 2) * np.hypot(sampling, form))
+    low, high = estimate - half, estimate + half
+    significant = bool(high < 0 and skill > 0)
+    return Gain(estimate=estimate, low=low, high=high, level=level, significant=significant,
+                candidate=candidate.copy(), candidate_predicted=predicted)
 
 
 AUTO_ROUNDS = 3
@@ -135,6 +229,10 @@ class Result:
     skill: float = float("nan")          # cross-validated R^2 of the objective (0: no better than the mean)
     trust_radius: float | None = None    # the search stayed within this total variation of a run (None: anywhere)
     best_observed: np.ndarray | None = None   # (K,) the feasible run with the lowest observed objective
+    prior: np.ndarray | None = None           # (K,) where the recommendation starts from (default: natural)
+    gain: Gain | None = None                  # the search's best mixture against the prior (trust only)
+    cv_predicted: np.ndarray | None = None    # (m,) out-of-fold objective of the m finished runs (None: < 4 runs)
+    cv_observed: np.ndarray | None = None     # (m,) their observed objective
 
     def predict_objective(self, X) -> np.ndarray:
         """(n,) the surrogate's objective at mixtures X."""
@@ -166,16 +264,19 @@ class Study:
     """An ask/tell study (see the module docstring).
 
     rounds: how many rounds the budget is spent over (the first gets half, the rest share the
-    other half); None (the default): 3, fewer when the later rounds would get under 4 runs each. design: how later rounds choose mixtures: "lcb" (lower confidence bound, the
-    default), "local" (around the current recommendation) or "random" (the sampler again).
+    other half); None (the default): 3, fewer when the later rounds would get under 4 runs each.
+    design: how later rounds choose mixtures: "lcb" (lower confidence bound, the default), "local"
+    (around the search's best mixture) or "random" (the sampler again).
     exploration: the LCB's multiple of the bootstrap spread. fit: "columns" (a surrogate per loss
     column, combined by the objective) or "objective" (one surrogate of the weighted objective).
     risk: the recommendation minimises the prediction plus `risk` times the surrogate's uncertainty
     (bootstrap spread and disagreement between plausible models), so that it does not land where
     the surrogate extrapolates from no data (0: the prediction alone). trust: keep the constrained
     search within a trust region around the runs, its radius set by the surrogate's cross-validated
-    skill on the objective (see `trust_radius`). Whatever the options, the recommendation is never
-    predicted worse than the best observed feasible run: that run is recommended instead."""
+    skill on the objective (see `trust_radius`), and recommend the search's best mixture only when its
+    gain over `prior` is significant (see the module docstring); without trust, the recommendation is
+    the search's best mixture, never predicted worse than the best observed feasible run. prior:
+    where the recommendation starts from and falls back to (default: the natural mixture)."""
 
     def __init__(
         self,
@@ -194,6 +295,7 @@ class Study:
         risk: float = 1.0,
         first_share: float = 0.5,
         trust: bool = True,
+        prior=None,
     ):
         if not isinstance(space, MixtureSpace):
             raise InputError(f"space must be a MixtureSpace, got {type(space).__name__}")
@@ -228,6 +330,7 @@ class Study:
         self.risk = float(risk)
         self.fit_target = fit
         self.trust = bool(trust)
+        self.prior = space.natural if prior is None else space.project(space.validate(prior, "prior"))[0]
         self.X = np.empty((0, space.K))
         self.Y: np.ndarray | None = None
         self.rounds_told = 0
@@ -261,6 +364,8 @@ class Study:
     def _ask_sequential(self, size: int, rng: np.random.Generator) -> np.ndarray:
         """Later rounds: the current recommendation, then the lowest lower confidence bounds."""
         current = self.recommend()
+        # later rounds explore around the search's best mixture, recommended or not
+        current = current if current.gain is None else dataclasses.replace(current, weights=current.gain.candidate)
         if self.design == "random":
             return self.space.sample(size, rng)
         if self.design == "local":
@@ -350,26 +455,37 @@ class Study:
         observed = Y @ weights
         feasible = self.space.contains(X)
         ranked = np.flatnonzero(feasible)[np.argsort(observed[feasible], kind="stable")]
-        skill = objective_skill(model, X, Y if columns is None else Y[:, columns],
-                                model_objective, self.seed) if self.fit_target == "columns" else \
-            objective_skill(model, X, (Y @ weights)[:, None], None, self.seed)
+        fitted = Y[:, columns] if columns is not None else observed[:, None]
+        cv_predicted = objective_out_of_fold(model, X, fitted, model_objective, self.seed)
+        skill = objective_skill(observed, cv_predicted)
         radius = None
+        space = self.space
         if self.search_method == "constrained":
             options.setdefault("smooth", bool(getattr(model, "smooth", False)))
-            options.setdefault("extra_starts", X[np.argsort(observed, kind="stable")[:4]])
-            if self.trust and len(ranked):
+            if self.trust:
                 radius = trust_radius(skill)
-                options.setdefault("support", X[ranked])
-                options.setdefault("radius", radius)
+                space = self._observed_box(X)
+                options.setdefault("prior", self.prior)
+                options.setdefault("max_shift", radius)
+                if len(ranked):
+                    options.setdefault("support", X[ranked])
+                    options.setdefault("radius", radius)
+            else:
+                options.setdefault("extra_starts", X[np.argsort(observed, kind="stable")[:4]])
         mean = model.objective(model_objective)
         target = mean
         if self.risk > 0:
             def target(points):      # pessimistic: the prediction plus `risk` times its uncertainty
                 return mean(points) + self.risk * model.objective_spread(points, model_objective)
-        found = search(self.space, target, self.search_method, **options)
+        found = search(space, target, self.search_method, **options)
         chosen = found.weights
         best_observed = X[ranked[0]] if len(ranked) else None
-        if best_observed is not None:
+        gain = None
+        if self.trust:
+            gain = gain_interval(model, model_objective, chosen, self.prior, skill, mean)
+            if not gain.significant:
+                chosen = self.prior.copy()
+        elif best_observed is not None:
             chosen = self._no_worse_than(chosen, best_observed, mean, target)
         natural = self.space.natural
         result = Result(
@@ -388,12 +504,25 @@ class Study:
             skill=skill,
             trust_radius=radius,
             best_observed=None if best_observed is None else best_observed.copy(),
+            prior=self.prior.copy(),
+            gain=gain,
+            cv_predicted=cv_predicted,
+            cv_observed=observed,
         )
         result.natural_predicted = float(result.predict_objective(natural)[0])
         result.predicted_std = float(result.objective_spread(chosen)[0])
         self._recommended = (len(self.X), result)
         return result
 
+    def _observed_box(self, X: np.ndarray) -> MixtureSpace:
+        """The space cut to the range of each domain's weight over the runs (and the prior): the
+        search never recommends a share that no run trained on, so a domain is driven to zero or
+        to its cap only where runs went there."""
+        lower = np.maximum(self.space.lower, np.minimum(X.min(axis=0), self.prior))
+        upper = np.minimum(self.space.upper, np.maximum(X.max(axis=0), self.prior))
+        space = self.space
+        return MixtureSpace(space.domains, space.tokens, target_tokens=space.target_tokens,
+                            max_epochs=space.max_epochs, min_weights=lower, max_weights=upper)
 
     @staticmethod
     def _no_worse_than(chosen: np.ndarray, incumbent: np.ndarray, mean, target) -> np.ndarray:

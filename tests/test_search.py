@@ -75,23 +75,59 @@ def noise_only_runs(K=7, n=8, seed=0):
     return space, X, Y
 
 
-def test_no_skill_keeps_the_recommendation_among_the_runs_and_no_worse_than_the_best():
+def test_no_skill_keeps_the_prior_and_claims_no_gain():
     space, X, Y = noise_only_runs()
     study = Study(space, budget=len(X), rounds=1, seed=0)
     study.tell(X, Y)
     result = study.recommend()
     assert result.skill < 0.5
-    assert 0.5 * np.abs(X - result.weights).sum(axis=1).min() <= result.trust_radius + 1e-4
-    best = X[np.argmin(Y.mean(axis=1))]
-    assert result.predicted <= result.predict_objective(best)[0] + 1e-9
-    # the prediction does not run off far below what was ever measured
-    assert result.predicted >= Y.mean(axis=1).min() - 3 * Y.mean(axis=1).std()
+    np.testing.assert_array_equal(result.weights, space.natural)
+    assert not result.gain.significant and result.gain.low <= 0.0 <= result.gain.high
+    # the search's candidate stayed next to the prior and next to a run
+    assert 0.5 * np.abs(result.gain.candidate - space.natural).sum() <= result.trust_radius + 1e-4
+    assert 0.5 * np.abs(X - result.gain.candidate).sum(axis=1).min() <= result.trust_radius + 1e-4
+
+
+def flat_plus_noise_study(K, seed, budget=40):
+    """A study whose true objective does not depend on the mixture: every run's losses are a fixed
+    level per domain plus seed noise (a part common to the run, a part per domain)."""
+    rng = np.random.default_rng([K, seed])
+    space = MixtureSpace([f"d{j}" for j in range(K)], 10 ** rng.uniform(6.5, 7.5, K), target_tokens=5e7 * K / 9,
+                         max_epochs=4)
+    level = 2.6 + 0.3 * rng.standard_normal(K)
+
+    def evaluate(X):
+        return level + 0.013 * rng.standard_normal((len(X), 1)) + 0.026 * rng.standard_normal((len(X), K))
+
+    return space, mixopt.optimize(space, evaluate, budget=budget, rounds=2, seed=seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_flat_objective_reports_no_significant_gain_and_keeps_the_prior(seed):
+    space, result = flat_plus_noise_study(K=9, seed=seed)
+    assert not result.gain.significant
+    assert result.gain.low <= 0.0 <= result.gain.high
+    np.testing.assert_array_equal(result.weights, result.prior)
+    np.testing.assert_array_equal(result.prior, space.natural)
+
+
+def test_the_recommendation_stays_inside_the_range_the_runs_cover():
+    space = MixtureSpace(["a", "b", "c", "d"], [1e9] * 4)
+    rng = np.random.default_rng(0)
+    X = np.vstack([space.natural, 0.8 * space.sample(23, rng) + 0.2 * space.natural])   # every share >= 0.05
+    optimum = np.array([0.0, 0.0, 0.3, 0.7])         # far outside what the runs cover
+    Y = 2.0 + ((X - optimum) ** 2).sum(axis=1, keepdims=True)
+    study = Study(space, budget=len(X), rounds=1, seed=0)
+    study.tell(X, Y)
+    result = study.recommend()
+    assert result.gain.significant
+    assert np.all(result.weights >= X.min(axis=0) - 1e-6) and np.all(result.weights <= X.max(axis=0) + 1e-6)
 
 
 @pytest.mark.parametrize("method", ["constrained", "topk"])
-def test_recommendation_is_never_predicted_worse_than_the_best_feasible_run(method):
+def test_without_trust_the_recommendation_is_never_predicted_worse_than_the_best_feasible_run(method):
     space, X, Y = noise_only_runs(K=5, n=12, seed=3)
-    study = Study(space, budget=len(X), rounds=1, seed=0, search=method, risk=3.0)
+    study = Study(space, budget=len(X), rounds=1, seed=0, search=method, risk=3.0, trust=False)
     study.tell(X, Y)
     result = study.recommend()
     assert space.contains(result.weights).all()
@@ -110,3 +146,7 @@ def test_strong_evidence_lets_the_search_leave_the_runs():
     assert result.skill > 0.9 and result.trust_radius > 0.5
     assert np.abs(result.weights - optimum).sum() < 0.1
     assert TRUST_MIN < result.trust_radius <= 1.0
+    # a significant gain over the prior, whose interval holds the true one
+    true_gain = float(evaluate(result.weights[None, :])[0, 0] - evaluate(result.prior[None, :])[0, 0])
+    assert result.gain.significant and result.gain.high < 0
+    assert result.gain.low <= true_gain <= result.gain.high

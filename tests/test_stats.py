@@ -4,7 +4,8 @@ report rank with, and the intervals `mixopt validate` reports."""
 import numpy as np
 import pytest
 
-from mixopt.stats import ordinal_ranks, paired_noise, rankdata, spearman, t_interval, t_quantile, t_two_sided_cdf
+from mixopt.stats import (ordinal_ranks, paired_noise, rankdata, spearman, t_interval, t_quantile, t_two_sided_cdf,
+                          top1_regret)
 
 
 def test_spearman_matches_the_textbook_values():
@@ -18,6 +19,15 @@ def test_spearman_matches_the_textbook_values():
 def test_ranks_average_ties_and_order_the_rest():
     assert rankdata([3.0, 1.0, 3.0, 2.0]).tolist() == [2.5, 0.0, 2.5, 1.0]     # scipy.stats.rankdata - 1
     assert ordinal_ranks([3.0, np.nan, 1.0, 3.0, np.inf]).tolist() == [2, 4, 1, 3, 5]
+
+
+def test_top1_regret_is_where_the_first_pick_stands():
+    observed = [2.0, 1.0, 3.0, 4.0, 5.0]
+    assert top1_regret([0.5, 0.1, 0.9, 0.9, 0.9], observed) == 0.0          # picks the best run
+    assert top1_regret([0.9, 0.9, 0.9, 0.9, 0.1], observed) == 1.0          # picks the worst
+    assert top1_regret([0.9, 0.9, 0.1, 0.9, 0.9], observed) == 0.5          # a median run
+    assert top1_regret([0.1, 0.9, 0.9, 0.9, 0.9], [1.0, 1.0, 2.0, 3.0, 4.0]) == 0.0   # ties count in its favour
+    assert np.isnan(top1_regret([1.0], [1.0]))
 
 
 def test_t_quantiles_match_the_tables():
