@@ -387,7 +387,8 @@ class ScaleSettings(Section):
     lr: float = Field(default=3e-3, gt=0)
     warmup: float = Field(default=0.1, ge=0, lt=1)
     eval_tokens: int = Field(default=16_384, gt=0)
-    compile: bool | None = False
+    compile: bool | None = None
+    """torch.compile the training step; None: runs of 200 steps or more (as the study's proxies)."""
 
 
 class ValidateSettings(Section):

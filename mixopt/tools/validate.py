@@ -253,16 +253,17 @@ def verdict(scale: str, difference: dict, noise: dict, units: str = "nats") -> s
     if n < 2:
         return (f"recommended - {baseline} = {mean:+.4f} {units} {where} from one seed: no interval "
                 "(train at two or more seeds)")
-    ci = f"95% CI [{difference['low']:+.4f}, {difference['high']:+.4f}] over {n} seeds"
-    if difference["high"] < 0:
-        text = f"recommended beats {baseline} by {-mean:.4f} {units}, {ci}, {where}"
-    elif difference["low"] > 0:
-        text = f"recommended is worse than {baseline} by {mean:.4f} {units}, {ci}, {where}"
+    low, high = difference["low"], difference["high"]
+    ci = f"(recommended - {baseline}: {mean:+.4f} {units}, 95% CI [{low:+.4f}, {high:+.4f}] over {n} seeds)"
+    if high < 0:
+        text = f"recommended beats {baseline} by {-mean:.4f} {units} {where} {ci}"
+    elif low > 0:
+        text = f"recommended is worse than {baseline} by {mean:.4f} {units} {where} {ci}"
     else:
-        text = f"recommended is not distinguishable from {baseline} {where}: {mean:+.4f} {units}, {ci}"
+        text = f"recommended is not distinguishable from {baseline} {where} {ci}"
     resolution = noise.get("resolution")
     if resolution is not None and math.isfinite(resolution):
-        text += f"; these seeds resolve differences of about {resolution:.4f} {units} here"
+        text += f"; these seeds resolve differences of about {resolution:.4f} {units} at this scale"
     return text
 
 
