@@ -86,6 +86,14 @@ def test_summary_intervals_differences_and_verdicts_on_known_numbers():
     # a clear win: the same differences with a tenth of their spread
     clear = {"baseline": "natural", **t_interval([-0.020, -0.021, -0.019]).as_dict()}
     assert verdict("large", clear, {"resolution": 0.002}).startswith("recommended beats natural by 0.0200 nats")
+    # a run that diverged (NaN) leaves its seed out of that scale's pairs, means and ranks, not the others'
+    large[1, 2] = np.nan
+    failed = summarize(names, [0, 1, 2], {"proxy": proxy, "large": large})
+    assert failed["summary"]["large"]["complete_seeds"] == [0, 1]
+    assert failed["summary"]["large"]["differences"][0]["n"] == 2
+    assert failed["summary"]["large"]["differences"][1]["n"] == 3
+    assert failed["summary"]["large"]["noise"]["seeds"] == 2
+    assert failed["summary"]["large"]["mixtures"][2]["seed_mean"] == pytest.approx(np.mean(large[2, :2]))
     one = {"baseline": "natural", **t_interval([-0.02]).as_dict()}
     assert "from one seed: no interval" in verdict("large", one, {})
 
