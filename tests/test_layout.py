@@ -90,7 +90,6 @@ def path_round(graph: dict[str, set[str]], component: set[str]) -> str:
 KNOWN_CIRCLES = {
     # a package's registry (create, make_surrogate) lives in its __init__, and one of its own
     # modules imports it back inside a function; the registry is to move below both
-    frozenset({"mixopt.online", "mixopt.online.schedule"}),
     frozenset({"mixopt.surrogate", "mixopt.surrogate.ensemble"}),
 }
 

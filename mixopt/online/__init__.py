@@ -71,7 +71,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mixopt.errors import InputError
 from mixopt.online.aioli import AioliMixer
 from mixopt.online.auto import TRAINING as AUTO_TRAINING
 from mixopt.online.auto import AutoMixer
@@ -79,10 +78,8 @@ from mixopt.online.base import OnlineMixer, read_state
 from mixopt.online.baselines import StaticMixer, StratifiedMixer
 from mixopt.online.doremi import DoReMiMixer
 from mixopt.online.jacobian import estimate_jacobian
+from mixopt.online.registry import METHODS, create, load_mixer
 from mixopt.online.schedule import Phase, Schedule, upweight
-
-_REGISTRY = {cls.method: cls for cls in (AioliMixer, AutoMixer, DoReMiMixer, StaticMixer, StratifiedMixer)}
-METHODS = tuple(sorted(_REGISTRY))
 
 
 def training_options(method: str, options: Mapping | None = None) -> dict:
@@ -96,29 +93,9 @@ __all__ = ["create", "load", "training_options", "estimate_jacobian", "METHODS",
            "Phase", "upweight", "AioliMixer", "AutoMixer", "DoReMiMixer", "StaticMixer", "StratifiedMixer"]
 
 
-def create(method: str, domains, steps, prior=None, seed=0, **options) -> OnlineMixer:
-    """A new online mixer; see the module docstring for the protocol and METHODS."""
-    if not isinstance(method, str) or method not in _REGISTRY:
-        raise InputError(f"method must be one of {list(METHODS)}, got {method!r}")
-    return _REGISTRY[method](domains, steps, prior=prior, seed=seed, **options)
-
-
 def load(source) -> OnlineMixer | Schedule:
     """A mixer (or Schedule) from `state_dict()` output or from the JSON file `save()` wrote."""
     state = read_state(source)
-    method = state.get("method")
-    if method == Schedule.method:
+    if state.get("method") == Schedule.method:
         return Schedule.from_state(state)
-    if method not in _REGISTRY:
-        raise InputError(f"state: unknown method {method!r}")
-    try:
-        options = state["options"]
-        if not isinstance(options, Mapping):
-            raise TypeError("options is not a mapping")
-        mixer = create(method, state["domains"], state["steps"], prior=state["prior"], seed=state["seed"],
-                       min_weights=state["min_weights"], max_weights=state["max_weights"],
-                       objective=state["objective"], **options)
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"state: malformed mixer state ({type(exc).__name__}: {exc})") from exc
-    mixer.load_state_dict(state)
-    return mixer
+    return load_mixer(state)

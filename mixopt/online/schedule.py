@@ -25,8 +25,17 @@ import numpy as np
 
 from mixopt.errors import InputError
 from mixopt.io import atomic_write_json
-from mixopt.online.base import (STATE_FORMAT, STATE_VERSION, check_domains, check_float, check_int,
-                                check_weights, from_json, to_json)
+from mixopt.online.base import (
+    STATE_FORMAT,
+    STATE_VERSION,
+    check_domains,
+    check_float,
+    check_int,
+    check_weights,
+    from_json,
+    to_json,
+)
+from mixopt.online.registry import METHODS, create, load_mixer
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,6 @@ class Schedule:
         self._advance()
 
     def _check_phase(self, index: int, phase) -> Phase:
-        from mixopt.online import METHODS
         if not isinstance(phase, Phase):
             raise InputError(f"phases[{index}] must be a Phase, got {type(phase).__name__}")
         until = check_float(f"phases[{index}].until", phase.until, 0.0, 1.0, low_open=True)
@@ -105,7 +113,6 @@ class Schedule:
 
     def _advance(self) -> None:
         """Start the next phase that has steps (its prior: its own, else the last mixture)."""
-        from mixopt.online import create
         while self.index + 1 < len(self.phases):
             self.index += 1
             length = self.bounds[self.index + 1] - self.bounds[self.index]
@@ -176,11 +183,10 @@ class Schedule:
         }
 
     def load_state_dict(self, state: Mapping) -> None:
-        from mixopt.online import load
         try:
             self.index = int(state["index"])
             self.last_mixture = from_json(state["last_mixture"])
-            self.mixer = None if state["mixer"] is None else load(state["mixer"])
+            self.mixer = None if state["mixer"] is None else load_mixer(state["mixer"])
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, InputError):
                 raise
