@@ -15,7 +15,7 @@ from workers.data import MixtureSampler, batch_counts, eval_windows
 from workers.loop import lr_factor
 from workers.model import GPT, PackedGPT, init_state
 from workers.presets import ModelConfig, load_preset
-from workers.proxies import train_proxies
+from workers.proxies import PackedRun, train_proxies
 from workers.spec import ProxySpec
 
 DOMAINS = ["code", "legal", "speeches"]
@@ -55,7 +55,8 @@ def test_spec_round_trips_and_names_bad_fields():
     assert spec.steps == 2_400_000 // (16 * 256)
     for field, value in [("tokens", 0), ("lr", -1.0), ("lr", float("nan")), ("batch_size", 2.5),
                          ("schedule", "step"), ("device", "tpu"), ("warmup", 1.0), ("beta2", 1.0),
-                         ("preset", 3), ("compile", "yes")]:
+                         ("preset", 3), ("compile", "yes"), ("average", "swa"), ("average_window", 0.0),
+                         ("average_window", 1.5), ("cooldown", -0.1)]:
         with pytest.raises(ValueError, match=field):
             ProxySpec(**{field: value})
     with pytest.raises(ValueError, match="tokens"):
@@ -82,6 +83,18 @@ def test_lr_schedule_warms_up_then_decays():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[-1] == pytest.approx(0.1)
+
+
+def test_wsd_holds_the_peak_then_falls_linearly_and_spans_linear_at_full_cooldown():
+    spec = tiny_spec(schedule="wsd", warmup=0.1, cooldown=0.3, final_lr=0.0)
+    factors = [lr_factor(s, 100, spec) for s in range(100)]
+    assert factors[9] == 1.0 and factors[69] == 1.0                   # stable from warmup to 70 steps
+    falls = np.diff(factors[70:])
+    assert np.allclose(falls, falls[0]) and falls[0] < 0              # a straight line ...
+    assert factors[-1] == 0.0                                         # ... to final_lr at the last step
+    full = tiny_spec(schedule="wsd", warmup=0.1, cooldown=0.9, final_lr=0.05)
+    linear = tiny_spec(schedule="linear", warmup=0.1, final_lr=0.05)
+    assert [lr_factor(s, 100, full) for s in range(100)] == [lr_factor(s, 100, linear) for s in range(100)]
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -212,6 +225,56 @@ def test_every_proxy_is_scored_on_the_same_held_out_windows(corpus_dir):
     with torch.no_grad():
         w = torch.from_numpy(windows["legal"])
         assert untrained["loss"]["legal"] == pytest.approx(model(w[:, :-1], w[:, 1:]).item(), rel=1e-4)
+
+
+def pack_run(corpus_dir, spec, mixtures, seeds):
+    corpus = Corpus.open(corpus_dir)
+    streams = [corpus.stream(d) for d in DOMAINS]
+    samplers = [MixtureSampler(streams, DOMAINS, w, s, spec.batch_size, spec.seq_len, spec.steps)
+                for w, s in zip(mixtures, seeds)]
+    return PackedRun(load_preset(spec.preset, corpus.vocab_size), spec, torch.device("cpu"), samplers, seeds,
+                     [1.0] * len(seeds))
+
+
+def test_tail_average_is_the_mean_of_the_last_snapshots_and_ema_the_recursion(corpus_dir):
+    mixtures, seeds = np.array([[0.6, 0.3, 0.1], [0.1, 0.1, 0.8]]), [0, 1]
+    for kind in ("tail", "ema"):
+        spec = tiny_spec(tokens=20 * 8 * 32, average=kind, average_window=0.25)
+        assert spec.average_steps == 5
+        run = pack_run(corpus_dir, spec, mixtures, seeds)
+        snapshots = []
+        for step in range(spec.steps):
+            run.step(step)
+            snapshots.append(run.model.data.detach().clone())
+        if kind == "tail":
+            expected = torch.stack(snapshots[-5:]).mean(dim=0)
+        else:
+            expected = snapshots[0].clone()
+            for snapshot in snapshots[1:]:
+                expected += (snapshot - expected) / 5
+        assert torch.allclose(run.average.value, expected, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(run.average.value, snapshots[-1], rtol=1e-4, atol=1e-6)   # it averages
+        # the averaged weights are evaluated, and the pack's own weights are left as they were
+        averaged, last = run.evaluate({"code": np.zeros((1, 33), dtype=np.int64)}), run.model.data.clone()
+        assert torch.equal(run.model.data, snapshots[-1]) and torch.equal(last, snapshots[-1])
+        assert averaged["code"] != run.evaluate({"code": np.zeros((1, 33), dtype=np.int64)}, averaged=False)["code"]
+
+
+def test_averaging_one_step_reproduces_the_last_weights_and_packing_keeps_averages_equal(corpus_dir):
+    mixtures, seeds = np.array([[0.6, 0.3, 0.1], [0.0, 0.5, 0.5]]), [0, 1]
+    plain = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, tiny_spec(), threads=1)
+    one_step = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, tiny_spec(average="tail", average_window=0.01),
+                             threads=1)
+    for a, b in zip(plain, one_step):
+        assert a["loss"] == b["loss"] and a["curve"] == b["curve"]     # exactly: the option off
+    spec = tiny_spec(preset="cpu-0.5m", tokens=24 * 8 * 32, lr=1e-3, average="tail", average_window=0.5)
+    packed = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, spec, threads=1, packed=True)
+    naive = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, spec, threads=1, packed=False)
+    last = train_proxies(corpus_dir, DOMAINS, mixtures, seeds, dataclasses.replace(spec, average="none"), threads=1)
+    for a, b, c in zip(packed, naive, last):
+        assert_close(losses(a), losses(b), rel=1e-4)
+        assert a["curve"] == c["curve"]                                 # averaging never touches training
+        assert a["loss"] != c["loss"]
 
 
 def test_bad_inputs_are_rejected(corpus_dir):

@@ -51,12 +51,20 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def lr_factor(step: int, steps: int, recipe) -> float:
     """Learning rate of `step` (0-based) as a fraction of the peak. `recipe`: anything with
-    `warmup`, `schedule` and `final_lr` (a ProxySpec, or the model section of `mixopt train`'s config)."""
+    `warmup`, `schedule` and `final_lr` (a ProxySpec, or the model section of `mixopt train`'s
+    config), and `cooldown` for "wsd". Every decaying schedule reaches final_lr at the last step;
+    wsd with a cooldown that spans all the steps after warmup is the linear schedule."""
     warmup = int(round(recipe.warmup * steps))
     if step < warmup:
         return (step + 1) / warmup
     if recipe.schedule == "constant":
         return 1.0
+    if recipe.schedule == "wsd":
+        decay_start = max(warmup, steps - int(round(recipe.cooldown * steps)))
+        if step < decay_start:
+            return 1.0
+        progress = (step - decay_start) / max(1, steps - 1 - decay_start)
+        return 1.0 - (1.0 - recipe.final_lr) * progress
     progress = (step - warmup) / max(1, steps - 1 - warmup)
     if recipe.schedule == "linear":
         return 1.0 - (1.0 - recipe.final_lr) * progress

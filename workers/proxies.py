@@ -4,7 +4,9 @@
 
 Each proxy trains `spec.steps` steps of AdamW (decoupled weight decay on matrices and embeddings,
 none on norm gains), linear warmup then cosine (or linear, or constant) decay, its own gradient
-norm clipped to `spec.grad_clip`; then it is scored on the same held-out windows of every domain.
+norm clipped to `spec.grad_clip`; then it is scored on the same held-out windows of every domain,
+with its last weights or with their average over the end of training (spec.average: a tail mean
+or an EMA, kept beside the optimizer state and evaluated once).
 Data order follows workers/data.py (common random numbers for proxies that share a seed);
 initial weights follow workers/model.py:init_state (a function of the seed only).
 
@@ -35,13 +37,14 @@ import numpy as np
 import torch
 
 from mixopt.data.corpus import Corpus
+from workers.averaging import WeightAverage
 from workers.data import MixtureSampler, eval_windows, normalize_mixture
 from workers.loop import adamw, autocast, evaluate, lr_factor, resolve_device, to_device, train_step
 from workers.model import GPT, PackedGPT, init_state
 from workers.presets import ModelConfig, load_preset
 from workers.spec import ProxySpec
 
-__all__ = ["ProxySpec", "train_proxies", "wants_compile"]
+__all__ = ["PackedRun", "ProxySpec", "WeightAverage", "train_proxies", "wants_compile"]
 
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
@@ -159,14 +162,18 @@ def train_proxies(
     threads: int | None = None,
     packed: bool = True,
     lr_scales: Sequence[float] | None = None,
+    eval_sets: Sequence[str] | None = None,
 ) -> list[dict]:
     """Train one proxy per row of `mixtures` (columns in `domains` order) with its seed.
 
     threads: torch's CPU thread count for this call (None: leave it as it is).
     lr_scales: optional per-proxy multipliers of spec.lr (default 1).
+    eval_sets: held-out sets of the corpus scored besides the domains, never trained on (None:
+    every eval set of the corpus).
     Returns one dict per proxy, in order:
         status   "ok" or "diverged"
-        loss     {domain: nats per token on the held-out windows} (every domain of `domains`)
+        loss     {name: nats per token on the held-out windows} (every domain of `domains`, then
+                 every eval set)
         bpb      {domain: bits per byte} = loss / ln 2 / (val bytes per token)
         tokens   training tokens seen;  steps: optimizer steps taken
         seconds  wall seconds of the pack divided by the proxies in it (device time per proxy)
@@ -185,7 +192,8 @@ def train_proxies(
         raise ValueError(f"domains {missing} are not in the corpus at {corpus_dir} (it has {corpus.domains})")
     cfg = load_preset(spec.preset, spec.vocab_size or corpus.vocab_size)
     streams = [corpus.stream(d, "train") for d in domains]
-    held_out = eval_windows(corpus, domains, spec.eval_tokens, spec.seq_len)
+    scored = domains + [str(e) for e in (corpus.eval_sets if eval_sets is None else eval_sets)]
+    held_out = eval_windows(corpus, scored, spec.eval_tokens, spec.seq_len)
     bytes_per_token = corpus.bytes_per_token("val")
     samplers = [
         MixtureSampler(streams, domains, w, seed, spec.batch_size, spec.seq_len, spec.steps)
@@ -202,41 +210,79 @@ def train_proxies(
         result["seed"] = seed
         result["device"] = str(device)
         result["threads"] = torch.get_num_threads()
-        result["bpb"] = {d: result["loss"][d] / math.log(2) / bytes_per_token[d] for d in domains}
+        result["bpb"] = {d: result["loss"][d] / math.log(2) / bytes_per_token[d] for d in scored}
     return results
+
+
+class PackedRun:
+    """A pack in training, one step at a time: the PackedGPT, its PackedTrainer, the proxies'
+    samplers and the weight average. `_train_packed` runs it to the end and evaluates once;
+    benchmarks/proxy_signal.py also evaluates it at intermediate steps and reads both the last and
+    the averaged weights of one run."""
+
+    def __init__(self, cfg: ModelConfig, spec: ProxySpec, device: torch.device, samplers: list[MixtureSampler],
+                 seeds: list[int], lr_scales: list[float]):
+        self.spec, self.device, self.samplers = spec, device, samplers
+        self.P = len(samplers)
+        self.model = PackedGPT(cfg, [init_state(cfg, seed) for seed in seeds], device)
+        self.trainer = PackedTrainer(self.model, spec, torch.tensor(lr_scales, dtype=torch.float32, device=device))
+        self.loss_fn = _compiled(self.model.loss) if wants_compile(spec) else self.model.loss
+        self.batch = np.empty((self.P, spec.batch_size, spec.seq_len + 1), dtype=np.int64)
+        self.average = WeightAverage(spec)
+        self.curve: list[list[float]] = []
+        self.running = torch.zeros(self.P, device=device)
+
+    def step(self, step: int) -> None:
+        """Train step `step` (0, 1, 2, ... in order) of every proxy."""
+        spec = self.spec
+        for p, sampler in enumerate(self.samplers):
+            sampler.batch(step, out=self.batch[p])
+        windows = to_device(self.batch, self.device)
+        with autocast(self.device, spec.autocast):
+            losses = self.loss_fn(windows[..., :-1], windows[..., 1:])
+        self.model.backward(losses)
+        self.trainer.step(losses, spec.lr * lr_factor(step, spec.steps, spec), step)
+        self.average.update(step, self.model.data)
+        self.running += losses.detach()
+        if (step + 1) % spec.curve_every == 0 or step == spec.steps - 1:
+            self.curve.append((self.running / ((step % spec.curve_every) + 1)).tolist())
+            self.running.zero_()
+
+    def evaluate(self, held_out: dict[str, np.ndarray], averaged: bool | None = None) -> dict[str, list[float]]:
+        """Every proxy's mean loss on every domain's held-out windows, with the last weights or the
+        averaged ones (None: as the spec says)."""
+        averaged = self.spec.average != "none" if averaged is None else averaged
+        if not averaged:
+            return _evaluate_packed(self.model, self.spec, self.device, held_out)
+        if self.average.value is None:
+            raise RuntimeError("no averaged weights yet: the averaging window has not started")
+        data = self.model.data
+        last = data.detach().clone()
+        with torch.no_grad():
+            data.copy_(self.average.value)
+        try:
+            return _evaluate_packed(self.model, self.spec, self.device, held_out)
+        finally:
+            with torch.no_grad():
+                data.copy_(last)
 
 
 def _train_packed(cfg: ModelConfig, spec: ProxySpec, device: torch.device, samplers: list[MixtureSampler],
                   seeds: list[int], lr_scales: list[float], held_out: dict[str, np.ndarray]) -> list[dict]:
     timer = _Timer(device)
     timer.mark("start")
-    P, steps, curve_every = len(samplers), spec.steps, spec.curve_every
-    model = PackedGPT(cfg, [init_state(cfg, seed) for seed in seeds], device)
-    trainer = PackedTrainer(model, spec, torch.tensor(lr_scales, dtype=torch.float32, device=device))
-    loss_fn = _compiled(model.loss) if wants_compile(spec) else model.loss
-    batch = np.empty((P, spec.batch_size, spec.seq_len + 1), dtype=np.int64)
-    curve, running = [], torch.zeros(P, device=device)
+    P, steps = len(samplers), spec.steps
+    run = PackedRun(cfg, spec, device, samplers, seeds, lr_scales)
     timer.mark("train_start")
     for step in range(steps):
         if step == min(STEADY_AFTER, steps - 1):
             timer.mark("steady_start")
-        for p, sampler in enumerate(samplers):
-            sampler.batch(step, out=batch[p])
-        windows = to_device(batch, device)
-        with autocast(device, spec.autocast):
-            losses = loss_fn(windows[..., :-1], windows[..., 1:])
-        model.backward(losses)
-        trainer.step(losses, spec.lr * lr_factor(step, steps, spec), step)
-        running += losses.detach()
-        if (step + 1) % curve_every == 0 or step == steps - 1:
-            n = (step % curve_every) + 1
-            curve.append((running / n).tolist())
-            running.zero_()
+        run.step(step)
     timer.mark("train_end")
-    losses_by_domain = _evaluate_packed(model, spec, device, held_out)
+    losses_by_domain = run.evaluate(held_out)
     timer.mark("end")
-    alive = trainer.alive.view(-1).tolist()
-    died_at = trainer.died_at.tolist()
+    alive = run.trainer.alive.view(-1).tolist()
+    died_at = run.trainer.died_at.tolist()
     seconds = timer.marks["end"] - timer.marks["start"]
     results = []
     for p in range(P):
@@ -248,7 +294,7 @@ def _train_packed(cfg: ModelConfig, spec: ProxySpec, device: torch.device, sampl
             "tokens": taken * spec.tokens_per_step,
             "steps": taken,
             "seconds": seconds / P,
-            "curve": [c[p] for c in curve],
+            "curve": [c[p] for c in run.curve],
             "pack_size": P,
             "diverged_at": None if died_at[p] < 0 else died_at[p],
             "timing": _timing(timer.marks, steps, spec.tokens_per_step * P),
@@ -286,6 +332,7 @@ def _train_single(cfg: ModelConfig, spec: ProxySpec, device: torch.device, sampl
     model = GPT(cfg, seed=seed).to(device)
     optimizer = adamw(model, cfg, spec.lr, spec.weight_decay, (spec.beta1, spec.beta2), spec.eps)
     forward = _compiled(model) if wants_compile(spec) else model
+    average = WeightAverage(spec)
     curve, running, diverged_at = [], 0.0, None
     timer.mark("train_start")
     for step in range(steps):
@@ -297,11 +344,15 @@ def _train_single(cfg: ModelConfig, spec: ProxySpec, device: torch.device, sampl
         if not (math.isfinite(loss) and math.isfinite(norm)):
             diverged_at = step
             break
+        if average.kind != "none":
+            average.update(step, torch.nn.utils.parameters_to_vector(model.parameters()))
         running += loss
         if (step + 1) % curve_every == 0 or step == steps - 1:
             curve.append(running / ((step % curve_every) + 1))
             running = 0.0
     timer.mark("train_end")
+    if diverged_at is None and average.value is not None:
+        torch.nn.utils.vector_to_parameters(average.value, model.parameters())
     if diverged_at is None:
         losses = evaluate(model, held_out, spec.eval_batch_size or spec.batch_size, device, spec.autocast)
     else:

@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "constant", "wsd")
+AVERAGES = ("none", "ema", "tail")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -35,9 +36,20 @@ class ProxySpec:
     warmup: float = 0.1
     """Linear warmup, as a fraction of the training steps."""
     schedule: str = "cosine"
-    """Decay after warmup: cosine, linear or constant."""
+    """Decay after warmup: cosine, linear, constant, or wsd (warmup-stable-decay: the peak rate until
+    the last `cooldown` of the steps, then a linear fall to final_lr)."""
     final_lr: float = 0.1
-    """Learning rate at the last step, as a fraction of the peak (cosine and linear)."""
+    """Learning rate at the last step, as a fraction of the peak (cosine, linear and wsd)."""
+    cooldown: float = 0.2
+    """wsd only: the fraction of the steps, at the end, over which the rate falls to final_lr."""
+    average: str = "none"
+    """Which weights are evaluated: "none" (the last step's), "tail" (the mean of the weights after
+    each of the last `average_window` of the steps) or "ema" (an exponential moving average of the
+    weights with a time constant of `average_window` of the steps). Averaging the end of the
+    trajectory removes most of the step-to-step jitter of the last updates, which differs from
+    proxy to proxy and reads as seed noise."""
+    average_window: float = 0.2
+    """The window of `average`, as a fraction of the training steps (at least one step)."""
     weight_decay: float = 0.1
     """Decoupled weight decay on matrices and embeddings; never on norm gains."""
     beta1: float = 0.9
@@ -88,8 +100,12 @@ class ProxySpec:
         _number("beta2", self.beta2, low=0.0, high=1.0, high_open=True)
         _number("eps", self.eps, low=0.0, low_open=True)
         _number("grad_clip", self.grad_clip, low=0.0)
+        _number("cooldown", self.cooldown, low=0.0, high=1.0)
+        _number("average_window", self.average_window, low=0.0, high=1.0, low_open=True)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.average not in AVERAGES:
+            raise ValueError(f"average must be one of {list(AVERAGES)}, got {self.average!r}")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.compile is not None and not isinstance(self.compile, bool):
@@ -107,6 +123,11 @@ class ProxySpec:
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+    @property
+    def average_steps(self) -> int:
+        """The averaging window in steps: round(average_window * steps), at least 1."""
+        return max(1, min(self.steps, int(round(self.average_window * self.steps))))
 
 
 def _positive_int(name: str, value: Any) -> None:
