@@ -40,8 +40,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mixopt.cluster import init_ray  # noqa: E402
 from mixopt.config import parse_config  # noqa: E402
-from mixopt.data.build import build_corpus, ensure_ray  # noqa: E402
+from mixopt.data.build import build_corpus  # noqa: E402
 from mixopt.data.corpus import Corpus  # noqa: E402
 from mixopt.data.prepare import cut_into_pieces, prepare_corpus  # noqa: E402
 from mixopt.data.sample import SampleSize  # noqa: E402
@@ -249,7 +250,7 @@ def main() -> None:
     }
     data = parse_config({"data": payload}).data
     os.environ["RAY_worker_niceness"] = "0"  # Ray's workers run at nice +15 by default; the naive loop does not
-    ensure_ray(num_cpus=args.cpus)
+    init_ray(num_cpus=args.cpus)
     with MemoryPeak() as idle:
         time.sleep(1.0)
     with MemoryPeak() as memory:

@@ -12,8 +12,10 @@ several per CPU of the Ray cluster in flight at once
 (encode.py does one task). The driver takes the results in each source's order, whatever the
 order they finish in, appends the training tokens to the domain's shards as they come and puts
 the validation candidates aside on disk, and stops a source as soon as its domains hold the
-tokens the study needs; tasks sent ahead of that are cancelled. Memory stays bounded by the tasks
-in flight, whatever the size of the input, and the result is the same on one machine or a cluster.
+tokens the study needs; tasks sent ahead of that are let finish and their results dropped (never
+ray.cancel'ed: a cancellation that races a task's completion can abort the driver inside Ray's
+task manager). Memory stays bounded by the tasks in flight, whatever the size of the input, and
+the result is the same on one machine or a cluster.
 
 Validation split. The candidates of a domain (encode.py) are taken lowest draw first until the
 split holds min(val_tokens, val_fraction x the domain's tokens read), at least one piece; those
@@ -39,7 +41,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import logging
 import math
 import os
 import shutil
@@ -52,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mixopt.cluster import init_ray
 from mixopt.data.corpus import MANIFEST_COLUMNS, MANIFEST_NAME, Corpus
 from mixopt.data.encode import DomainPart, PieceSettings, TaskResult, run_task
 from mixopt.data.prepare import DOMAIN_NAME, PREPARE_NAME, PrepareResult, prepare_corpus
@@ -376,24 +378,8 @@ class LocalExecutor:
         handle = min(handles)
         return handle, self.done.pop(handle)
 
-    def cancel(self, handle) -> None:
+    def forget(self, handle) -> None:
         self.done.pop(handle, None)
-
-
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Use the Ray this process is connected to; else connect to `address` or RAY_ADDRESS (inside
-    `ray job submit`), else start a local cluster of num_cpus CPUs. Token authentication stays on."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
-    if address:
-        ray.init(address=address, **quiet)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**quiet)
-    else:
-        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, **quiet)
 
 
 class RayExecutor:
@@ -421,8 +407,10 @@ class RayExecutor:
                 raise exc.cause from None
             raise
 
-    def cancel(self, handle) -> None:
-        self.ray.cancel(handle, force=False)
+    def forget(self, handle) -> None:
+        """Drop a task's result unread: the task runs to its end and Ray frees what it returns. Not
+        ray.cancel: cancelling a task while it completes can abort the driver (a failed check,
+        "Tried to complete task that was not pending", in Ray's task manager)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,7 +652,7 @@ def build_corpus(
     runs: list[SourceRun] = []
     try:
         if executor == "ray":
-            ensure_ray(ray_address, num_cpus)
+            init_ray(ray_address, num_cpus)
             pool = RayExecutor(tok_spec)
         elif executor == "local":
             pool = LocalExecutor(tok_spec)
@@ -734,12 +722,12 @@ def _run_all(runs: list[SourceRun], pool, log: Log | None) -> None:
             if run.receive(index, result):
                 for other, (owner, _) in list(in_flight.items()):
                     if owner is run:
-                        pool.cancel(other)
+                        pool.forget(other)
                         del in_flight[other]
                         owner.in_flight.clear()
     except BaseException:
         for handle in in_flight:
-            pool.cancel(handle)
+            pool.forget(handle)
         raise
     for run in runs:
         if not run.writers:

@@ -6,7 +6,7 @@
 
 Every worker asks for round r (it waits until the mixer has reached it), trains, and tells its
 own losses for round r; when all of them have told, the mixer is told their mean and round r + 1
-opens. ray must be initialised (mixopt.pipeline.runner.init_ray).
+opens. ray must be initialised (mixopt.cluster.init_ray).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class MixerService:
 
 def mixer_actor(name: str, mixer=None, workers: int = 1, namespace: str | None = None):
     """The Ray named actor `name` holding one mixer (created from `mixer` if it does not exist yet;
-    an existing one is returned as it is). ray must be initialised (mixopt.pipeline.runner.init_ray)."""
+    an existing one is returned as it is). ray must be initialised (mixopt.cluster.init_ray)."""
     import ray
 
     cls = ray.remote(num_cpus=0, max_concurrency=64)(MixerService)

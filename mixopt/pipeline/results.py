@@ -275,43 +275,65 @@ def format_table(payload: dict) -> list[list[str]]:
     return rows
 
 
+NOISE_CONFIDENCE = 0.95
+
+
 def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, metric: str, seed: int) -> dict:
     """Seed noise beside the spread of the objective over the study's mixtures.
 
-    Mixtures trained under the study seed and a second seed give, per mixture, a difference d_i.
-    The mean of d_i is a common shift (harmless to rankings under common random numbers); the
-    spread of d_i around it is the noise that can reorder mixtures. Compare it with the spread
-    of the objective across mixtures, which the surrogate is asked to explain."""
+    A mixture trained under the study seed and again under another seed gives a difference d_i.
+    Under common random numbers the mean of one other seed's d_i is a shift common to every
+    mixture (harmless to rankings); their spread around it is the noise that can reorder mixtures.
+    One run's noise is that spread over sqrt(2) (each d_i holds two runs' noise), estimated with
+    repeats - 1 degrees of freedom per other seed, its interval from the chi-square law of a
+    variance: two repeats give one degree of freedom and an interval spanning two orders of
+    magnitude, ten give nine and an interval of about 0.7x to 1.8x the estimate.
+
+    Keys: mixture_spread_std (sd of the objective over the study seed's finished runs), repeats,
+    seed_shift_mean, degrees_of_freedom, seed_noise_std with seed_noise_std_low / _high (95%),
+    signal_to_noise (spread / noise) with signal_to_noise_low / _high (from the noise's interval)."""
     finished = store.finished()
     columns = [f"{metric}_{d}" for d in space.domains]
     if finished.height == 0:
         return {}
     values = finished.select(columns).to_numpy() @ objective
-    main = finished["seed"].to_numpy() == seed
-    main_keys = {
-        tuple(np.round(row, 9)): v
-        for row, v in zip(finished.select([f"w_{d}" for d in space.domains]).to_numpy()[main], values[main])
-    }
-    differences = []
-    for row, value, is_main in zip(
-        finished.select([f"w_{d}" for d in space.domains]).to_numpy(), values, main
-    ):
+    weights = finished.select([f"w_{d}" for d in space.domains]).to_numpy()
+    seeds = finished["seed"].to_numpy()
+    main = seeds == seed
+    main_values = {tuple(np.round(row, 9)): v for row, v in zip(weights[main], values[main])}
+    differences: dict[int, list[float]] = {}
+    for row, value, other in zip(weights[~main], values[~main], seeds[~main]):
         key = tuple(np.round(row, 9))
-        if not is_main and key in main_keys:
-            differences.append(value - main_keys[key])
+        if key in main_values:
+            differences.setdefault(int(other), []).append(value - main_values[key])
     spread = float(np.std(values[main], ddof=1)) if main.sum() > 1 else float("nan")
-    report = {"mixture_spread_std": spread, "repeats": len(differences)}
-    if differences:
-        differences = np.asarray(differences)
-        centred = differences - differences.mean()
-        noise = (float(np.sqrt(np.sum(centred**2) / max(len(centred) - 1, 1)) / np.sqrt(2)) if len(centred) > 1
-                 else float("nan"))
-        report.update(
-            seed_shift_mean=float(differences.mean()),
-            seed_noise_std=noise,
-            signal_to_noise=float(spread / noise) if noise and np.isfinite(noise) and noise > 0 else None,
-        )
+    report = {"mixture_spread_std": spread, "repeats": sum(len(d) for d in differences.values())}
+    if not differences:
+        return report
+    every = np.concatenate([np.asarray(d) for d in differences.values()])
+    residuals = np.concatenate([np.asarray(d) - np.mean(d) for d in differences.values()])
+    dof = sum(len(d) - 1 for d in differences.values())
+    report.update(seed_shift_mean=float(every.mean()), degrees_of_freedom=dof)
+    if dof < 1:
+        report.update(seed_noise_std=float("nan"), signal_to_noise=None)
+        return report
+    noise = float(np.sqrt(np.sum(residuals**2) / dof / 2.0))
+    low, high = _sd_interval(noise, dof, NOISE_CONFIDENCE)
+    report.update(seed_noise_std=noise, seed_noise_std_low=low, seed_noise_std_high=high)
+    if noise > 0 and np.isfinite(spread):
+        report.update(signal_to_noise=spread / noise, signal_to_noise_low=spread / high,
+                      signal_to_noise_high=spread / low)
+    else:
+        report["signal_to_noise"] = None
     return report
+
+
+def _sd_interval(sd: float, dof: int, confidence: float) -> tuple[float, float]:
+    """Two-sided interval of a standard deviation estimated with `dof` degrees of freedom (normal noise)."""
+    from scipy.stats import chi2
+
+    tail = (1.0 - confidence) / 2.0
+    return float(sd * np.sqrt(dof / chi2.ppf(1.0 - tail, dof))), float(sd * np.sqrt(dof / chi2.ppf(tail, dof)))
 
 
 # -- the stages' results ---------------------------------------------------------------------------

@@ -10,40 +10,16 @@ rate; what still fails is reported with status "failed" or "diverged" and the st
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from mixopt.cluster import init_ray
 from mixopt.pipeline.store import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK
 
 OnResult = Callable[[int, dict], None]
-
-
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to Ray once per process.
-
-    address given: that cluster. Inside `ray job submit` (RAY_ADDRESS set): the job's cluster.
-    Otherwise a new local cluster of num_cpus CPUs on loopback without a dashboard. Token
-    authentication stays on (Ray's default)."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet = dict(logging_level=logging.WARNING, log_to_driver=False)
-    if address:
-        ray.init(address=address, **quiet)
-    elif os.environ.get("RAY_ADDRESS"):
-        ray.init(**quiet)
-    else:
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            **quiet,
-        )
 
 
 def cluster_gpus() -> float:
