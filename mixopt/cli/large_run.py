@@ -72,7 +72,7 @@ def train(
     missing = [d for d in domains if d not in corpus.domains]
     if missing:
         raise InputError(f"domains {missing} are not in the corpus at {settings.corpus}")
-    space = run_space(settings, domains, corpus.tokens("train"), study)
+    space = run_space(settings, domains, corpus.trainable_tokens(), study)
     J = None
     if jacobian is not None:
         from mixopt.tools.jacobian import read_jacobian

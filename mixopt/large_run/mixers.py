@@ -1,6 +1,6 @@
 """The online mixer of a large run: the mixtures it may train on, and the mixer that picks among them.
 
-    space = run_space(settings, domains, corpus.tokens("train"), study=recommendation.payload)
+    space = run_space(settings, domains, corpus.trainable_tokens(), study=recommendation.payload)
     mixer = build_mixer(settings, domains, prior, method="static", space=space)
 
 The run's space carries the static study's bounds and repetition caps over to this run's own
@@ -33,7 +33,8 @@ def run_space(settings: TrainSettings, domains: Sequence[str], train_tokens: dic
               study: dict | None = None):
     """The mixtures a run may train on (a MixtureSpace): bounds and repetition caps for this run's
     own tokens, max_epochs * train_tokens[d] / settings.model.tokens, so that an online mixer
-    never repeats a domain more often than the static search allowed.
+    never repeats a domain more often than the static search allowed. train_tokens: what each
+    domain's source holds for training, as the study counts it (Corpus.trainable_tokens).
 
     `study`: a recommendation.json payload; its config's min_weights, max_weights and max_epochs
     apply, under the train config's `online` ones (which win where both name a domain)."""
