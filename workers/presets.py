@@ -37,8 +37,8 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.vocab_size > 65_536:
-            raise ValueError(f"vocab_size must fit the uint16 token shards (<= 65536), got {self.vocab_size}")
+        if self.vocab_size > 2**32:
+            raise ValueError(f"vocab_size must fit the uint32 token shards (<= 2**32), got {self.vocab_size}")
         if self.d_model % self.n_head:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_head ({self.n_head})")
         if self.head_dim % 2:

@@ -2,9 +2,12 @@
 
     ctx = open_study(config, out_dir, reporter, runner=None)
 
-`open_study` checks --out, opens the corpus (preparing it first when the config says how), builds
-the mixture space from the corpus's token counts and the config's bounds, opens runs.parquet and
-creates the Study that the stages replay (mixopt/pipeline/replay.py). `runner` trains proxies
+`open_study` checks --out, opens the corpus (building it first from the config's own sources when
+it is missing or stale, or preparing an embedded one when it is missing), builds the mixture space
+from the tokens each domain's source holds and the config's bounds, opens runs.parquet and creates
+the Study that the stages replay (mixopt/pipeline/replay.py). The study's loss columns are the
+training domains, then the corpus's eval sets (held out, never trained on); the objective may weigh
+either, and without weights it is the mean over the training domains. `runner` trains proxies
 (`run(mixtures, seeds, on_result)`); None: the Ray runner, started on the first batch to train.
 Reporter is the progress protocol every stage talks to (the CLI draws bars; the default is silent).
 """
@@ -75,6 +78,15 @@ class StudyContext:
     def domains(self) -> list[str]:
         return self.space.domains
 
+    @property
+    def eval_sets(self) -> list[str]:
+        return self.store.eval_sets
+
+    @property
+    def loss_names(self) -> list[str]:
+        """The study's loss columns: the training domains, then the eval sets."""
+        return self.domains + self.eval_sets
+
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
     """The study directory, created with its parents; InputError naming --out when that fails."""
@@ -95,16 +107,38 @@ def prepare_out_dir(out_dir: str | Path) -> Path:
 
 
 def open_corpus(config: Config, reporter: Reporter) -> Corpus:
-    corpus_dir = Path(config.data.corpus)
-    if not (corpus_dir / "manifest.parquet").exists() and config.data.prepare:
+    """The study's corpus. With data.sources / split / eval: built (sampled to what the study
+    needs, on the config's Ray cluster) when missing or stale, else opened as it is (the check
+    lists the input files and compares their sizes and times with the build's record). With
+    data.prepare: prepared when missing. Then opened with the config's verification."""
+    from mixopt.data.build import check_objective, has_sources
+
+    data = config.data
+    corpus_dir = Path(data.corpus)
+    if has_sources(data):
+        from mixopt.data.build import prepare_from_config
+        from mixopt.data.sample import sample_size
+
+        if not data.split:  # every name is known before anything is read
+            check_objective(config.objective.weights, list(data.sources), list(data.eval))
+        reporter.stage(f"corpus {corpus_dir} from the config's sources")
+        prepare_from_config(data, sample_size(config), log=reporter.log, ray_address=config.ray.address,
+                            num_cpus=config.ray.num_cpus)
+    elif not (corpus_dir / "manifest.parquet").exists() and data.prepare:
         from mixopt.data.prepare import prepare_corpus
 
-        reporter.stage(f"preparing corpus {corpus_dir} from {config.data.prepare}")
-        prepare_corpus(corpus_dir, source=config.data.prepare, log=reporter.log)
-    return Corpus.open(corpus_dir, verify=config.data.verify)
+        reporter.stage(f"preparing corpus {corpus_dir} from {data.prepare}")
+        prepare_corpus(corpus_dir, source=data.prepare, log=reporter.log)
+    return Corpus.open(corpus_dir, verify=data.verify)
 
 
 def build_space(config: Config, corpus: Corpus) -> MixtureSpace:
+    """The mixture space over the config's domains: its bounds, and repetition caps from the tokens
+    each domain's source holds for training (Corpus.trainable_tokens: exact, or estimated from the
+    sample for a domain read in part). ConfigError for a name the corpus lacks, an objective over a
+    set that is neither a domain nor an eval set, or bits per byte where byte counts are unknown."""
+    from mixopt.data.build import check_objective
+
     domains = config.data.domains or corpus.domains
     unknown = [d for d in domains if d not in corpus.domains]
     if unknown:
@@ -114,11 +148,14 @@ def build_space(config: Config, corpus: Corpus) -> MixtureSpace:
         stray = sorted(set(named) - set(domains))
         if stray:
             raise ConfigError(f"space.{section}: unknown domains {stray} (domains: {domains})")
-    if config.objective.weights:
-        stray = sorted(set(config.objective.weights) - set(domains))
-        if stray:
-            raise ConfigError(f"objective.weights: unknown domains {stray} (domains: {domains})")
-    tokens = corpus.tokens("train")
+    check_objective(config.objective.weights, domains, corpus.eval_sets)
+    if config.objective.metric == "bpb":
+        per_token = corpus.bytes_per_token("val")
+        unknown_bytes = [name for name in domains + corpus.eval_sets if not np.isfinite(per_token[name])]
+        if unknown_bytes:
+            raise ConfigError(f"objective.metric: bpb needs the text bytes of every set, and the manifest "
+                              f"records none for {unknown_bytes[0]!r}; use metric: loss")
+    tokens = corpus.trainable_tokens()
     try:
         return MixtureSpace(
             domains=domains,
@@ -132,17 +169,26 @@ def build_space(config: Config, corpus: Corpus) -> MixtureSpace:
         raise ConfigError(f"space: {exc}") from None
 
 
-def make_study(config: Config, space: MixtureSpace) -> Study:
+def objective_spec(config: Config, domains: list[str], eval_sets: list[str]) -> dict[str, float] | None:
+    """The study's objective over its loss columns: the config's weights; without them the mean over
+    the training domains (None, equal weights on every column, when there are no eval sets)."""
+    if config.objective.weights:
+        return dict(config.objective.weights)
+    return {d: 1.0 for d in domains} if eval_sets else None
+
+
+def make_study(config: Config, space: MixtureSpace, eval_sets: list[str] | None = None) -> Study:
+    eval_sets = list(eval_sets or [])
     return Study(
         space,
         budget=config.study.proxies,
-        objective=config.objective.weights,
+        objective=objective_spec(config, space.domains, eval_sets),
         seed=config.study.seed,
         rounds=config.study.rounds,
         surrogate=config.surrogate.kind,
         search=config.search.method,
         search_options={"candidates": config.search.candidates, "top_k": config.search.top_k},
-        loss_names=space.domains,
+        loss_names=space.domains + eval_sets,
     )
 
 
@@ -159,6 +205,7 @@ def open_study(config: Config, out_dir: str | Path, reporter: Reporter | None = 
     recipe = recipe_hash(dataclasses.asdict(spec))
     corpus = open_corpus(config, reporter)
     space = build_space(config, corpus)
-    store = RunStore(out_dir / "runs.parquet", space.domains)
+    store = RunStore(out_dir / "runs.parquet", space.domains, corpus.eval_sets)
     return StudyContext(config=config, out_dir=out_dir, spec=spec, recipe=recipe, corpus=corpus, space=space,
-                        store=store, study=make_study(config, space), started=started, runner=runner)
+                        store=store, study=make_study(config, space, corpus.eval_sets), started=started,
+                        runner=runner)

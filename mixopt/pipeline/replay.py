@@ -65,13 +65,12 @@ def make_batch(ctx: StudyContext, mixtures: np.ndarray, seed: int, round_index: 
 
 
 def losses(ctx: StudyContext, run_ids: list[str]) -> np.ndarray:
-    """(n, K) per-domain values of the objective's metric for these runs; NaN rows where not ok."""
-    metric = ctx.metric
+    """(n, E) values of the objective's metric for these runs over the study's loss columns (the
+    domains, then the eval sets); NaN rows where not ok."""
+    metric, names = ctx.metric, ctx.loss_names
     by_id = {row["run_id"]: row for row in ctx.store.lookup(run_ids).iter_rows(named=True)}
-    return np.array(
-        [[by_id[r][f"{metric}_{d}"] if r in by_id else np.nan for d in ctx.domains] for r in run_ids],
-        dtype=np.float64,
-    ).reshape(len(run_ids), len(ctx.domains))
+    values = [[by_id[r][f"{metric}_{n}"] if r in by_id else np.nan for n in names] for r in run_ids]
+    return np.array(values, dtype=np.float64).reshape(len(run_ids), len(names))
 
 
 def next_batch(ctx: StudyContext) -> Batch | None:

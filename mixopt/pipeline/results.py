@@ -6,7 +6,9 @@ of the stages (SampleResult, RunResult, FitResult).
 to the same checks everywhere (`check_payload`): `domains` a non-empty list of distinct names,
 `weights` as many finite non-negative numbers summing to one; and, where present,
 `natural_weights` one number per domain, `space.lower` / `space.upper` one finite bound per
-domain, `objective.metric` loss or bpb, `objective.weights` finite, non-negative, not all zero.
+domain, `eval_sets` distinct names that are not domains, `objective.metric` loss or bpb,
+`objective.weights` finite, non-negative, not all zero over the loss columns (the domains, then the
+eval sets: held-out sets that were scored but never trained on).
 Its errors name the file and the field: DataError, or InputError prefixed with the argument that
 named the file (`--mixture`). `recommendation_payload` is the one writer of the same file.
 """
@@ -71,7 +73,7 @@ def check_payload(payload) -> tuple[list[str], np.ndarray]:
         raise InputError(f"'weights' must sum to 1, they sum to {weights.sum():.9g}")
     _natural_weights(payload, len(domains))
     _bounds(payload, len(domains))
-    _objective(payload, domains)
+    _objective(payload, domains + _eval_sets(payload, domains))
     return list(domains), weights
 
 
@@ -99,8 +101,18 @@ def _bounds(payload: Mapping, K: int) -> tuple[np.ndarray, np.ndarray]:
     return lower, upper
 
 
+def _eval_sets(payload: Mapping, domains: list[str]) -> list[str]:
+    """The study's eval sets (none in a file that does not name them)."""
+    names = payload.get("eval_sets") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise InputError(f"'eval_sets' must be a list of names, got {names!r}")
+    if len(set(names)) != len(names) or set(names) & set(domains):
+        raise InputError(f"'eval_sets' must be distinct names that are not domains, got {names}")
+    return list(names)
+
+
 def _objective(payload: Mapping, domains: list[str]) -> tuple[str, np.ndarray]:
-    """(metric, (K,) weights over the per-domain columns summing to one; uniform when none are named)."""
+    """(metric, weights over the loss columns `domains` summing to one; uniform when none are named)."""
     spec = payload.get("objective") or {}
     if not isinstance(spec, Mapping):
         raise InputError(f"'objective' must be an object, got {spec!r}")
@@ -194,13 +206,24 @@ class Recommendation:
         return self.weights / self.weights.sum()
 
     @property
+    def eval_sets(self) -> list[str]:
+        """Held-out sets the study scored its proxies on besides the domains (never trained on)."""
+        return _eval_sets(self.payload, self.domains)
+
+    @property
+    def loss_names(self) -> list[str]:
+        """The study's loss columns: the domains, then the eval sets."""
+        return self.domains + self.eval_sets
+
+    @property
     def metric(self) -> str:
-        return _objective(self.payload, self.domains)[0]
+        return _objective(self.payload, self.loss_names)[0]
 
     @property
     def objective_weights(self) -> np.ndarray:
-        """(K,) weights of the objective over the per-domain losses, summing to one."""
-        return _objective(self.payload, self.domains)[1]
+        """(K + E,) weights of the objective over the loss columns (`loss_names`: the K domains, then
+        the E eval sets), summing to one."""
+        return _objective(self.payload, self.loss_names)[1]
 
     @property
     def lower(self) -> np.ndarray:
@@ -233,9 +256,10 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
         "predicted_loss": result.predicted,
         "natural_weights": result.natural.tolist(),
         "natural_predicted_loss": result.natural_predicted,
+        "eval_sets": store.eval_sets,
         "objective": {
             "metric": config.objective.metric,
-            "weights": dict(zip(space.domains, result.objective.tolist())),
+            "weights": dict(zip(store.loss_names, result.objective.tolist())),
         },
         "n_runs": result.n_runs,
         "n_failed": failed,
@@ -293,7 +317,7 @@ def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, me
     seed_shift_mean, degrees_of_freedom, seed_noise_std with seed_noise_std_low / _high (95%),
     signal_to_noise (spread / noise) with signal_to_noise_low / _high (from the noise's interval)."""
     finished = store.finished()
-    columns = [f"{metric}_{d}" for d in space.domains]
+    columns = [f"{metric}_{name}" for name in store.loss_names]
     if finished.height == 0:
         return {}
     values = finished.select(columns).to_numpy() @ objective

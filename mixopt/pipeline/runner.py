@@ -152,7 +152,8 @@ def result_row(
     spec,
     recipe: str,
 ) -> dict:
-    """A runs.parquet row from one worker result."""
+    """A runs.parquet row from one worker result: weights over `domains`, losses over every set the
+    worker scored (the domains, then the corpus's eval sets; None where a run has none)."""
     row = {
         "run_id": run_id,
         "round": round_index,
@@ -169,9 +170,9 @@ def result_row(
         row[f"w_{domain}"] = float(weight)
     losses = result.get("loss") or {}
     bpb = result.get("bpb") or {}
-    for domain in domains:
-        row[f"loss_{domain}"] = _finite_or_none(losses.get(domain))
-        row[f"bpb_{domain}"] = _finite_or_none(bpb.get(domain))
+    for name in list(domains) + [n for n in losses if n not in domains]:
+        row[f"loss_{name}"] = _finite_or_none(losses.get(name))
+        row[f"bpb_{name}"] = _finite_or_none(bpb.get(name))
     if result["status"] != STATUS_OK:
         row["error"] = row["error"] or result["status"]
     return row

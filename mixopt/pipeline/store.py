@@ -1,12 +1,12 @@
 """The run store: one Parquet table of proxy runs, append-only, rewritten atomically on each append.
 
 Each row is one attempt at one proxy: its mixture (`w_<domain>`), `seed`, `preset`, training
-`tokens`, per-domain validation losses (`loss_<domain>` in nats per token, `bpb_<domain>` in bits
-per byte), `seconds`, `status` ("ok", "diverged", "failed") and a `run_id` that keys the mixture,
-seed and training recipe. Rows are never changed or removed; a retried proxy adds a row. A study
-that finds an "ok" row for a run_id does not train that proxy again, which is how every study
-resumes. Because each append replaces the file by rename, a driver killed at any moment leaves
-either the previous table or the new one.
+`tokens`, validation losses on every domain and every eval set of the corpus (`loss_<name>` in
+nats per token, `bpb_<name>` in bits per byte), `seconds`, `status` ("ok", "diverged", "failed")
+and a `run_id` that keys the mixture, seed and training recipe. Rows are never changed or
+removed; a retried proxy adds a row. A study that finds an "ok" row for a run_id does not train
+that proxy again, which is how every study resumes. Because each append replaces the file by
+rename, a driver killed at any moment leaves either the previous table or the new one.
 """
 
 from __future__ import annotations
@@ -68,13 +68,16 @@ def bpb_columns(domains: Sequence[str]) -> list[str]:
 
 
 class RunStore:
-    """runs.parquet for one study directory and one list of domains."""
+    """runs.parquet for one study directory: weights over its domains, losses over its domains and
+    eval sets (held-out sets that are not trained on)."""
 
-    def __init__(self, path: str | Path, domains: Sequence[str]):
+    def __init__(self, path: str | Path, domains: Sequence[str], eval_sets: Sequence[str] = ()):
         self.path = Path(path)
         self.domains = list(domains)
+        self.eval_sets = list(eval_sets)
         self.schema = dict(_FIXED_COLUMNS)
-        for column in weight_columns(self.domains) + loss_columns(self.domains) + bpb_columns(self.domains):
+        names = self.loss_names
+        for column in weight_columns(self.domains) + loss_columns(names) + bpb_columns(names):
             self.schema[column] = pl.Float64
         self._remove_stale_temporaries()
         self._table = self._load()
@@ -100,6 +103,11 @@ class RunStore:
                 "choose another output directory"
             )
         return table.select([pl.col(c).cast(t) for c, t in self.schema.items()])
+
+    @property
+    def loss_names(self) -> list[str]:
+        """The sets each run is scored on: the domains, then the eval sets."""
+        return self.domains + self.eval_sets
 
     @property
     def table(self) -> pl.DataFrame:

@@ -176,12 +176,22 @@ def _provenance(payload: Mapping) -> dict:
         "predicted_loss": payload.get("predicted_loss"),
         "natural_predicted_loss": payload.get("natural_predicted_loss"),
         "metric": objective.get("metric"),
+        # what the mixture was optimised for: the sets the objective weighs, eval sets included
+        "objective": _weighed(objective.get("weights")),
         "surrogate": surrogate.get("kind"),
         "n_runs": payload.get("n_runs"),
         "config_hash": payload.get("config_hash"),
         "mixopt_version": payload.get("mixopt_version"),
     }
     return {key: value for key, value in provenance.items() if value is not None}
+
+
+def _weighed(weights) -> dict[str, float] | None:
+    """The objective's non-zero weights by set name (None when not recorded)."""
+    if not isinstance(weights, Mapping):
+        return None
+    named = {str(k): float(v) for k, v in weights.items() if isinstance(v, (int, float)) and v > 0}
+    return named or None
 
 
 def _default_seed(payload: Mapping) -> int:

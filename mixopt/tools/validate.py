@@ -9,7 +9,9 @@ recommendation), uniform, and `random` Dirichlet mixtures (drawn once, the same 
 Within one (scale, seed) every model starts from the same initialisation and sees the same data
 stream (common random numbers; workers/data.py, workers/model.py:init_state), and they are trained
 as one packed computation (workers/proxies.py). The objective is the recommendation's: its metric
-(loss in nats/token, or bpb) weighted by its objective weights over the domains.
+(loss in nats/token, or bpb) weighted by its objective weights over the domains and the eval sets
+(held-out sets of the corpus, never trained on): every model is scored on each eval set that the
+objective weighs, which the corpus must hold.
 
 What it reports, per scale (`summarize`, from the (mixtures x seeds) table of objectives):
   - each mixture's mean objective over the seeds with a 95% t-interval (n - 1 degrees of freedom).
@@ -33,12 +35,12 @@ finished run). One verdict line per scale and baseline: "recommended beats natur
 [a, b], at the large scale", "is worse than ...", or "is not distinguishable from ...".
 
 Writes out_dir/validate.json (every figure), out_dir/validate.parquet (one row per (mixture, scale,
-seed): name, scale, seed, objective, rank, loss_<d>, bpb_<d>, w_<d>, params, tokens, seconds,
-status), out_dir/validate.md (the tables and the verdicts) and out_dir/validate.html with
-validate.png (the intervals drawn; mixopt/tools/report/validation.py). Each (scale, seed) is cached
-atomically in out_dir/scale_<scale>_seed<seed>.json, keyed on the training spec, the mixtures, the
-domains and the seed: a finished one is not trained again when the command runs again with the same
-out_dir, and adding seeds trains only the new ones.
+seed): name, scale, seed, objective, rank, loss_<d>, bpb_<d> for every domain and weighed eval set,
+w_<d>, params, tokens, seconds, status), out_dir/validate.md (the tables and the verdicts) and
+out_dir/validate.html with validate.png (the intervals drawn; mixopt/tools/report/validation.py).
+Each (scale, seed) is cached atomically in out_dir/scale_<scale>_seed<seed>.json, keyed on the
+training spec, the mixtures, the domains (and eval sets) and the seed: a finished one is not trained
+again when the command runs again with the same out_dir, and adding seeds trains only the new ones.
 """
 
 from __future__ import annotations
@@ -112,6 +114,14 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
     missing = [d for d in domains if d not in corpus.domains]
     if missing:
         raise InputError(f"mixture: domains {missing} are not in the corpus at {settings.corpus}")
+    metric = recommendation.metric
+    weight_of = dict(zip(recommendation.loss_names, recommendation.objective_weights))
+    eval_sets = [name for name in recommendation.eval_sets if weight_of[name] > 0]
+    missing = [name for name in eval_sets if name not in corpus.eval_sets]
+    if missing:
+        raise InputError(f"mixture: the objective weighs eval set {missing[0]!r}, which the corpus at "
+                         f"{settings.corpus} lacks (its eval sets: {corpus.eval_sets or 'none'})")
+    scored = domains + eval_sets
     specs = {scale: _spec(getattr(settings, scale), scale) for scale in SCALES}
     params = {scale: load_preset(specs[scale].preset, corpus.vocab_size).num_params() for scale in SCALES}
     out.mkdir(parents=True, exist_ok=True)
@@ -122,14 +132,15 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
         for scale in SCALES:
             left = len(settings.seeds) - index
             packs[scale][seed] = _train_or_reuse(settings, scale, seed, specs[scale], params[scale], names,
-                                                 mixtures, domains, out, left, log)
-    metric, objective = recommendation.metric, recommendation.objective_weights
+                                                 mixtures, domains, out, left, log, eval_sets)
+    objective = np.array([weight_of[name] for name in scored])
     table = {scale: np.array([[_objective(packs[scale][seed], metric, i, objective) for seed in settings.seeds]
                               for i in range(len(names))]) for scale in SCALES}
     summary = summarize(names, list(settings.seeds), table, units=UNITS[metric])
     result = {
-        "domains": domains, "names": names, "mixtures": mixtures.tolist(), "seeds": list(settings.seeds),
-        "objective": {"metric": metric, "units": UNITS[metric], "weights": objective.tolist()},
+        "domains": domains, "eval_sets": eval_sets, "names": names, "mixtures": mixtures.tolist(),
+        "seeds": list(settings.seeds),
+        "objective": {"metric": metric, "units": UNITS[metric], "weights": objective.tolist(), "columns": scored},
         "scales": {scale: _scale_record(packs[scale], specs[scale], params[scale], settings.seeds) for scale in SCALES},
         **summary,
         "seconds": time.time() - started,
@@ -144,12 +155,15 @@ def run_validate(settings: ValidateSettings, mixture_path: str | Path, out_dir: 
     return result
 
 
-def _train_or_reuse(settings, scale, seed, spec, params, names, mixtures, domains, out, seeds_left, log) -> dict:
+def _train_or_reuse(settings, scale, seed, spec, params, names, mixtures, domains, out, seeds_left, log,
+                    eval_sets=()) -> dict:
+    """One (scale, seed) pack: losses over the domains, then `eval_sets`; cached in out_dir."""
     from workers.proxies import train_proxies
 
     cached = out / f"scale_{scale}_seed{seed}.json"
+    eval_sets = list(eval_sets)
     key = {"spec": dataclasses.asdict(spec), "names": names, "mixtures": mixtures.tolist(), "domains": domains,
-           "seed": seed}
+           "seed": seed, **({"eval_sets": eval_sets} if eval_sets else {})}
     saved = read_reusable_json(cached, key)
     if saved is not None:
         log(f"{scale}, seed {seed}: finished already ({cached})")
@@ -158,12 +172,13 @@ def _train_or_reuse(settings, scale, seed, spec, params, names, mixtures, domain
         f"{spec.tokens:,} tokens each ({spec.steps} steps), packed, {settings.threads} threads")
     wall, cpu = time.time(), time.process_time()
     results = train_proxies(settings.corpus, domains, mixtures, [seed] * len(names), spec,
-                            threads=settings.threads, packed=True)
+                            threads=settings.threads, packed=True, eval_sets=eval_sets)
+    scored = domains + eval_sets
     seconds, cpu_seconds = time.time() - wall, time.process_time() - cpu
     pack = {"key": key, "seconds": seconds, "cpu_seconds": cpu_seconds,
             "status": [r["status"] for r in results],
-            "loss": [[r["loss"][d] for d in domains] for r in results],
-            "bpb": [[r["bpb"][d] for d in domains] for r in results]}
+            "loss": [[r["loss"][d] for d in scored] for r in results],
+            "bpb": [[r["bpb"][d] for d in scored] for r in results]}
     atomic_write_json(cached, json_ready(pack))
     after = f"; this scale's other seeds: about {seconds * (seeds_left - 1) / 60:.0f} min" if seeds_left > 1 else ""
     log(f"{scale}, seed {seed}: done in {seconds:.0f} s ({cpu_seconds:.0f} CPU s){after}")
@@ -272,6 +287,7 @@ def _write_parquet(path: Path, result: dict, packs: dict, table: dict) -> None:
     import polars as pl
 
     domains, names, mixtures = result["domains"], result["names"], np.array(result["mixtures"])
+    scored = domains + result["eval_sets"]
     rows = []
     for scale in SCALES:
         record = result["scales"][scale]
@@ -281,8 +297,8 @@ def _write_parquet(path: Path, result: dict, packs: dict, table: dict) -> None:
             for i, name in enumerate(names):
                 row = {"name": name, "scale": scale, "seed": seed, "objective": _none(table[scale][i, j]),
                        "rank": int(ranks[i])}
-                row.update({f"loss_{d}": _none(pack["loss"][i][k]) for k, d in enumerate(domains)})
-                row.update({f"bpb_{d}": _none(pack["bpb"][i][k]) for k, d in enumerate(domains)})
+                row.update({f"loss_{d}": _none(pack["loss"][i][k]) for k, d in enumerate(scored)})
+                row.update({f"bpb_{d}": _none(pack["bpb"][i][k]) for k, d in enumerate(scored)})
                 row.update({f"w_{d}": float(mixtures[i, k]) for k, d in enumerate(domains)})
                 row.update(params=record["params"], tokens=record["tokens"],
                            seconds=pack["seconds"] / len(names), status=pack["status"][i])

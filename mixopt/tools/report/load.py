@@ -32,7 +32,7 @@ class StudyData:
     natural: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
-    objective: np.ndarray            # (K,) weights over the per-domain metric columns
+    objective: np.ndarray            # (K + E,) weights over the metric columns: the domains, then the eval sets
     metric: str
     runs: object                     # polars DataFrame, every attempt
     X: np.ndarray                    # (n, K) finished main-seed mixtures
@@ -41,6 +41,7 @@ class StudyData:
     repeat_y: np.ndarray             # (r,)
     train_log: object | None = None  # polars DataFrame or None
     notes: list[str] = field(default_factory=list)
+    eval_sets: list[str] = field(default_factory=list)  # held-out sets scored, never trained on
 
     @property
     def K(self) -> int:
@@ -52,9 +53,12 @@ class StudyData:
 
     @property
     def objective_label(self) -> str:
+        """"objective: mean loss (nats/token)"; the sets it weighs are named when it weighs an eval set."""
         active = int(np.sum(self.objective > 0))
         kind = "mean" if np.allclose(self.objective[self.objective > 0], 1.0 / max(active, 1)) else "weighted mean"
-        return f"objective: {kind} {self.metric} ({self.units})"
+        weighed = [name for name, w in zip(self.domains + self.eval_sets, self.objective) if w > 0]
+        over = f" over {', '.join(weighed)}" if set(weighed) & set(self.eval_sets) else ""
+        return f"objective: {kind} {self.metric}{over} ({self.units})"
 
 
 def _read_parquet(path: Path):
@@ -107,17 +111,17 @@ def load_study(study_dir: str | Path) -> StudyData:
     if not runs_path.exists():
         raise DataError(f"no run table at {runs_path} (the study directory lacks runs.parquet)")
     runs = _read_parquet(runs_path)
-    value_columns = [f"{metric}_{d}" for d in domains]
+    value_columns = [f"{metric}_{name}" for name in recommendation.loss_names]
     needed = ["status", "round"] + [f"w_{d}" for d in domains] + value_columns
     missing = [c for c in needed if c not in runs.columns]
     if missing:
-        raise DataError(f"{runs_path} lacks columns {missing[:5]} needed for domains {domains}")
+        raise DataError(f"{runs_path} lacks columns {missing[:5]} needed for {recommendation.loss_names}")
     finished = runs.filter(pl.col("status") == "ok")
     if "run_id" in finished.columns:
         finished = finished.unique("run_id", keep="first", maintain_order=True)
     X_all = finished.select([f"w_{d}" for d in domains]).to_numpy().astype(np.float64)
     values = finished.select(value_columns).to_numpy().astype(np.float64)
-    active = objective > 0          # a domain outside the objective may lack its metric
+    active = objective > 0          # a column outside the objective may lack its metric
     y_all = values[:, active] @ objective[active]
     usable = np.all(np.isfinite(X_all), axis=1) & np.isfinite(y_all)
     rounds = finished["round"].to_numpy()
@@ -126,6 +130,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         directory=directory, payload=payload, domains=domains, weights=recommendation.weights, natural=natural,
         lower=recommendation.lower, upper=recommendation.upper, objective=objective, metric=metric, runs=runs,
         X=X_all[main], y=y_all[main], repeat_X=X_all[repeat], repeat_y=y_all[repeat],
+        eval_sets=recommendation.eval_sets,
     )
     missing_metric = int(np.sum(~usable))
     if missing_metric:
