@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: one prepared fixture corpus and one local Ray cluster per session."""
+"""Shared pytest fixtures: one prepared fixture corpus, one local Ray cluster and one BPE tokenizer
+per session."""
 
 import logging
 from pathlib import Path
@@ -32,3 +33,26 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def bpe(tmp_path_factory) -> Path:
+    """A byte-level BPE tokenizer (vocabulary 2000, <|endoftext|>) trained at test time on the fixture
+    corpus (tests/fixtures/corpus)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    corpus = Path(__file__).parent / "fixtures" / "corpus"
+    texts = [p.read_text(encoding="utf-8") for p in sorted(corpus.rglob("*.txt"))]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2000,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path

@@ -38,27 +38,6 @@ WHOLE = SampleSize(train_tokens=None)
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def bpe(tmp_path_factory) -> Path:
-    """A byte-level BPE tokenizer (vocabulary 2000, <|endoftext|>) trained on the fixture corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    texts = [p.read_text(encoding="utf-8") for p in sorted(CORPUS.rglob("*.txt"))]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=2000,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    tokenizer.save(str(path))
-    return path
-
-
 def data_config(payload: dict):
     return parse_config({"data": payload}).data
 
