@@ -11,8 +11,10 @@ replays the study from runs.parquet (mixopt/pipeline/replay.py), so the stages c
 exactly the result of `recommend`. `recommend`, when it resumes, trains a round's failed runs
 again before telling it; `run` does so only with retry_failed=True (`mixopt run --retry-failed`).
 
-Nothing here starts Ray except `run_stage` and `recommend_stages`, and only when something is to
-be trained and no other runner was given.
+Nothing here starts Ray to train except `run_stage` and `recommend_stages`, and only when something
+is to be trained and no other runner was given. Any stage that opens a study whose corpus is built
+from the config's own sources (data.sources / split / eval) builds it on Ray first when it is
+missing or stale (mixopt/pipeline/context.py: open_corpus).
 """
 
 from __future__ import annotations
