@@ -57,6 +57,17 @@ def check_outputs(out: Path, config: dict) -> tuple[dict, pl.DataFrame]:
     assert np.all(np.isfinite(losses)) and np.all(losses > 0) and np.all(losses < np.log(256) + 1)
     # different mixtures give different losses (the proxies really trained on their mixtures)
     assert np.ptp(losses.mean(axis=1)) > 1e-3
+    # the gain over natural is stated with its interval; without a significant one, natural is kept
+    gain = recommendation["gain"]
+    assert gain["low"] <= gain["estimate"] <= gain["high"] and gain["level"] == 0.95
+    if gain["significant"]:
+        assert gain["high"] < 0 and np.allclose(weights, [gain["candidate"][d] for d in domains])
+        assert gain["verdict"].startswith("significant gain over natural")
+    else:
+        assert np.allclose(weights, recommendation["natural_weights"])
+        assert gain["verdict"].startswith("no significant gain: keep natural")
+    cv = recommendation["surrogate"]["cv"]
+    assert cv["runs"] == config["study"]["proxies"] and -1 <= cv["spearman"] <= 1 and 0 <= cv["top1_regret"] <= 1
     return recommendation, runs
 
 
@@ -67,6 +78,7 @@ def test_smoke_study_end_to_end_then_resume_does_no_training(tmp_path):
     first = run_cli("recommend", "--config", str(config_path), "--out", str(out))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Recommended mixture" in first.stdout and "predicted loss" in first.stdout
+    assert "significant gain" in first.stdout and "out of fold: Spearman" in first.stdout
     recommendation, runs = check_outputs(out, config)
 
     again = run_cli("recommend", "--config", str(config_path), "--out", str(out), "--json")

@@ -58,6 +58,13 @@ def print_recommendation(payload: dict) -> None:
             f"(common seed shift {noise.get('seed_shift_mean', float('nan')):+.4f}) "
             f"vs spread across mixtures {noise.get('mixture_spread_std', float('nan')):.4f}"
         )
+    cv = (payload.get("surrogate") or {}).get("cv") or {}
+    if cv.get("spearman") is not None:
+        console.print(f"surrogate out of fold: Spearman {cv['spearman']:.2f}, R^2 {cv['r2']:.2f}, "
+                      f"top-1 regret {cv['top1_regret']:.0%} ({cv['runs']} runs)", soft_wrap=True)
+    gain = payload.get("gain") or {}
+    if gain.get("verdict"):
+        console.print(gain["verdict"], soft_wrap=True, markup=False, highlight=False)
 
 
 @command("recommend")

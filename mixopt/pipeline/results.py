@@ -268,9 +268,11 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
         "space": space.describe(),
         "surrogate": {**surrogate_info, "cv_rmse": result.cv_scores,
                       # how far to trust it: the objective's cross-validated R^2, the search's trust
-                      # radius (total variation from a run; None: anywhere), the spread at the pick
+                      # radius (total variation from the prior and a run; None: anywhere), the
+                      # spread at the pick, and the out-of-fold ranking of the runs (cv)
                       "skill": result.skill, "trust_radius": result.trust_radius,
-                      "predicted_std": result.predicted_std},
+                      "predicted_std": result.predicted_std, "cv": cv_summary(result)},
+        "gain": gain_summary(result, space, "nats" if config.objective.metric == "loss" else "bits/byte"),
         "search": {
             "method": result.search.method,
             "candidates": result.search.candidates,
@@ -285,6 +287,39 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
         "mixopt_version": __version__,
         "seconds": round(time.time() - started, 2),
     }
+
+
+def cv_summary(result: Result) -> dict:
+    """How well the surrogate ranks the study's own runs out of fold: Spearman of its out-of-fold
+    objective against the observed one, the top-1 regret (where the run it ranks first stands among
+    the runs: 0 the best, 0.5 a median run) and R^2 (the skill). None figures under 4 finished runs."""
+    from mixopt.stats import spearman, top1_regret
+
+    if result.cv_predicted is None:
+        return {"spearman": None, "top1_regret": None, "r2": result.skill, "runs": None}
+    return {"spearman": spearman(result.cv_predicted, result.cv_observed),
+            "top1_regret": top1_regret(result.cv_predicted, result.cv_observed),
+            "r2": result.skill, "runs": len(result.cv_observed)}
+
+
+def gain_summary(result: Result, space: MixtureSpace, units: str = "nats") -> dict | None:
+    """The search's best mixture against the prior (see mixopt.study.Gain), with one verdict line:
+    the gain and its interval when it is significant (and the candidate is recommended), or "no
+    significant gain: keep <prior>" when the study cannot tell."""
+    gain = result.gain
+    if gain is None:
+        return None
+    over = "natural" if np.allclose(result.prior, result.natural) else "the prior"
+    interval = f"{gain.estimate:+.4f} {units}, {gain.level:.0%} interval [{gain.low:+.4f}, {gain.high:+.4f}]"
+    if gain.significant:
+        verdict = f"significant gain over {over}: {interval}"
+    else:
+        verdict = f"no significant gain: keep {over} (the search's best mixture: {interval})"
+    return {"over": over, "prior": dict(zip(space.domains, result.prior.tolist())),
+            "estimate": gain.estimate, "low": gain.low, "high": gain.high, "level": gain.level,
+            "significant": gain.significant, "verdict": verdict,
+            "candidate": dict(zip(space.domains, gain.candidate.tolist())),
+            "candidate_predicted_loss": gain.candidate_predicted}
 
 
 def format_table(payload: dict) -> list[list[str]]:

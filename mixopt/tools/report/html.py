@@ -90,6 +90,14 @@ def _summary_rows(study: StudyData) -> list[list]:
     ]
     if cv:
         rows.append(["CV RMSE of the candidate surrogates", ", ".join(f"{k}: {_fmt(v)}" for k, v in cv.items())])
+    ranking = surrogate.get("cv") or {}
+    if ranking.get("spearman") is not None:
+        rows.append(["out-of-fold ranking of the runs",
+                     f"Spearman {_fmt(ranking['spearman'])}, R² {_fmt(ranking['r2'])}, "
+                     f"top-1 regret {_fmt(ranking['top1_regret'])} ({_fmt(ranking['runs'])} runs)"])
+    gain = payload.get("gain") or {}
+    if gain.get("verdict"):
+        rows.append(["gain over the prior", gain["verdict"]])
     best = payload.get("best_observed") or {}
     if "loss" in best:
         rows.append(["best observed objective", _fmt(best.get("loss"), 5)])

@@ -76,8 +76,10 @@ def plot_cv(study: StudyData) -> Plot:
     rmse = float(np.sqrt(np.mean((predicted - study.y) ** 2)))
     rho = spearman(predicted, study.y)
 
-    fig = _figure(6.4, 5.6)
-    ax = fig.add_subplot()
+    gain = study.payload.get("gain") or {}
+    fig = _figure(10.4 if gain else 6.4, 5.6)
+    grid = fig.add_gridspec(1, 2, width_ratios=(3.2, 1.6)) if gain else fig.add_gridspec(1, 1)
+    ax = fig.add_subplot(grid[0, 0])
     ax.scatter(study.y, predicted, s=26, color="#1f77b4", alpha=0.8, edgecolor="white", linewidth=0.5,
                label=f"main-seed runs (n = {n})", zorder=3)
     natural_row = _matching_row(study.X, study.natural)
@@ -118,6 +120,8 @@ def plot_cv(study: StudyData) -> Plot:
     ax.set_title(f"{kind} surrogate, {folds}-fold CV: Spearman ρ = {rho_text}, RMSE = {rmse:.3g}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    if gain:
+        _draw_gain(fig.add_subplot(grid[0, 1]), gain, study.units)
     plot.png = _png(fig)
     spread = float(np.std(study.y, ddof=1)) if n > 1 else float("nan")
     plot.caption = (
@@ -128,7 +132,28 @@ def plot_cv(study: StudyData) -> Plot:
         "prediction, joined to the twin by a red line whose length is the seed difference (after removing "
         "the shift that the other seed gives every mixture alike, when there are two or more repeats)."
     )
+    if gain:
+        plot.caption += (f" Right: the search's best mixture against {gain.get('over', 'the prior')}, its predicted "
+                         f"gain with the {gain.get('level', 0.95):.0%} interval; {gain.get('verdict', '')}.")
     return plot
+
+
+def _draw_gain(ax, gain: dict, units: str) -> None:
+    """The predicted gain of the search's best mixture over the prior with its interval, beside zero:
+    an interval below zero is a significant gain, one across zero says "keep the prior"."""
+    significant = bool(gain.get("significant"))
+    colour = "#2ca02c" if significant else "#7f7f7f"
+    estimate, low, high = (float(gain[key]) for key in ("estimate", "low", "high"))
+    ax.errorbar([0], [estimate], yerr=[[estimate - low], [high - estimate]], fmt="o", color=colour,
+                capsize=8, markersize=8, linewidth=2)
+    ax.axhline(0.0, color="#444444", linewidth=1, linestyle="--")
+    ax.set_xlim(-1, 1)
+    ax.set_xticks([0])
+    ax.set_xticklabels([f"best mixture − {gain.get('over', 'prior')}"], fontsize=8)
+    ax.set_ylabel(f"predicted gain ({units}; below 0: better)")
+    ax.set_title("significant gain: recommended" if significant else "no significant gain:\nkeep "
+                 + str(gain.get("over", "the prior")), fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
 
 
 def _matching_row(X: np.ndarray, row: np.ndarray, tolerance: float = 1e-9) -> int | None:
