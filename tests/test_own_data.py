@@ -208,6 +208,29 @@ def test_bpb_needs_byte_counts_and_the_objective_known_sets(built, tmp_path):
         build_space(parse_config({**payload, "objective": {"weights": {"newz": 1.0}}}), corpus)
 
 
+def test_data_prepare_keeps_out_and_source_and_takes_prepare_from_a_config(tmp_path, capsys):
+    """--out/--source build an embedded corpus as before; --config with `prepare:` does the same at
+    data.corpus; --config with --out is refused; a config with no way to build says so."""
+    assert main(["data", "prepare", "--out", str(tmp_path / "a"), "--source", "fixture", "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["built"] and built["tokenizer"] == "bytes" and built["eval_sets"] == [] and len(built["domains"]) == 7
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"data": {"corpus": str(tmp_path / "b"), "prepare": "fixture"}}))
+    assert main(["data", "prepare", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["train_tokens"] == built["train_tokens"]
+    for args, message in [(["--config", str(config), "--out", str(tmp_path / "x")], "give --config, or --out"),
+                          (["--config", str(_config_without_data(tmp_path))], "data: give sources .* or prepare")]:
+        assert main(["data", "prepare", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.match(f"error: .*{message}", err[0]), err
+
+
+def _config_without_data(tmp_path: Path) -> Path:
+    path = tmp_path / "bare.yaml"
+    path.write_text(yaml.safe_dump({"data": {"corpus": str(tmp_path / "none")}}))
+    return path
+
+
 # -- bad input through the CLI: exit 2, one error line naming the domain (or field) and the file -----------
 def _bad_gzip(raw: Path) -> dict:
     import gzip
