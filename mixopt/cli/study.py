@@ -32,7 +32,7 @@ def _load(config: Path):
 
 
 def print_recommendation(payload: dict) -> None:
-    from mixopt.pipeline.results import format_table
+    from mixopt.pipeline.results import METRIC_UNITS, format_table, objective_label
 
     table = Table(title="Recommended mixture", show_lines=False)
     for column, justify in (("domain", "left"), ("tokens", "right"), ("natural", "right"),
@@ -45,9 +45,12 @@ def print_recommendation(payload: dict) -> None:
                   f"{payload['predicted_loss']:.4f}", "")
     console.print(table)
     noise = payload.get("noise") or {}
-    metric = payload["objective"]["metric"]
+    objective = payload["objective"]
+    names = list(objective["weights"])
+    label = objective_label(names, [objective["weights"][n] for n in names], payload.get("eval_sets") or [],
+                            objective["metric"], METRIC_UNITS.get(objective["metric"], objective["metric"]))
     console.print(
-        f"objective: mean {metric} (nats/token)" if metric == "loss" else f"objective: mean {metric}",
+        label,
         f"| runs: {payload['n_runs']} ({payload['n_failed']} failed)"
         f" | surrogate: {payload['surrogate']['kind']}"
         f" | best observed: {payload['best_observed']['loss']:.4f}",

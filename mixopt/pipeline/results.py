@@ -36,6 +36,7 @@ RECOMMENDATION_FILE = "recommendation.json"
 FIT_FILE = "fit.json"
 SUM_TOLERANCE = 1e-6
 METRICS = ("loss", "bpb")
+METRIC_UNITS = {"loss": "nats/token", "bpb": "bits/byte"}
 
 
 # -- recommendation.json: the checks ---------------------------------------------------------------
@@ -272,7 +273,7 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
                       # spread at the pick, and the out-of-fold ranking of the runs (cv)
                       "skill": result.skill, "trust_radius": result.trust_radius,
                       "predicted_std": result.predicted_std, "cv": cv_summary(result)},
-        "gain": gain_summary(result, space, "nats" if config.objective.metric == "loss" else "bits/byte"),
+        "gain": gain_summary(result, space, METRIC_UNITS[config.objective.metric]),
         "search": {
             "method": result.search.method,
             "candidates": result.search.candidates,
@@ -289,6 +290,17 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
     }
 
 
+def objective_label(names: list[str], weights, eval_sets: list[str], metric: str, units: str) -> str:
+    """"objective: mean loss (nats/token)"; "weighted mean" when the weights differ, and the sets it
+    weighs named when it weighs an eval set."""
+    weights = np.asarray(weights, dtype=np.float64)
+    active = int(np.sum(weights > 0))
+    kind = "mean" if np.allclose(weights[weights > 0], 1.0 / max(active, 1)) else "weighted mean"
+    weighed = [name for name, w in zip(names, weights) if w > 0]
+    over = f" over {', '.join(weighed)}" if set(weighed) & set(eval_sets) else ""
+    return f"objective: {kind} {metric}{over} ({units})"
+
+
 def cv_summary(result: Result) -> dict:
     """How well the surrogate ranks the study's own runs out of fold: Spearman of its out-of-fold
     objective against the observed one, the top-1 regret (where the run it ranks first stands among
@@ -302,7 +314,7 @@ def cv_summary(result: Result) -> dict:
             "r2": result.skill, "runs": len(result.cv_observed)}
 
 
-def gain_summary(result: Result, space: MixtureSpace, units: str = "nats") -> dict | None:
+def gain_summary(result: Result, space: MixtureSpace, units: str = METRIC_UNITS["loss"]) -> dict | None:
     """The search's best mixture against the prior (see mixopt.study.Gain), with one verdict line:
     the gain and its interval when it is significant (and the candidate is recommended), or "no
     significant gain: keep <prior>" when the study cannot tell."""

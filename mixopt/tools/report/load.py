@@ -17,9 +17,7 @@ import numpy as np
 
 from mixopt.errors import DataError
 from mixopt.pipeline.context import NOISE_ROUND
-from mixopt.pipeline.results import Recommendation, recommendation_path
-
-METRIC_UNITS = {"loss": "nats/token", "bpb": "bits/byte"}
+from mixopt.pipeline.results import METRIC_UNITS, Recommendation, objective_label, recommendation_path
 
 
 # -- the study, read ------------------------------------------------------------------------------
@@ -54,11 +52,7 @@ class StudyData:
     @property
     def objective_label(self) -> str:
         """"objective: mean loss (nats/token)"; the sets it weighs are named when it weighs an eval set."""
-        active = int(np.sum(self.objective > 0))
-        kind = "mean" if np.allclose(self.objective[self.objective > 0], 1.0 / max(active, 1)) else "weighted mean"
-        weighed = [name for name, w in zip(self.domains + self.eval_sets, self.objective) if w > 0]
-        over = f" over {', '.join(weighed)}" if set(weighed) & set(self.eval_sets) else ""
-        return f"objective: {kind} {self.metric}{over} ({self.units})"
+        return objective_label(self.domains + self.eval_sets, self.objective, self.eval_sets, self.metric, self.units)
 
 
 def _read_parquet(path: Path):
