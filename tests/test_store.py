@@ -38,6 +38,25 @@ def test_store_refuses_a_table_of_other_domains(tmp_path):
         RunStore(tmp_path / "runs.parquet", ["a", "c"])
 
 
+def test_runs_of_another_corpus_version_are_not_resumed(tmp_path):
+    path = tmp_path / "runs.parquet"
+    RunStore(path, ["a", "b"], corpus_version="v1").append([row("x")])
+    assert RunStore(path, ["a", "b"], corpus_version="v1").finished()["corpus_version"].to_list() == ["v1"]
+    with pytest.raises(StoreError, match="another version of the corpus .v1; this corpus is v2"):
+        RunStore(path, ["a", "b"], corpus_version="v2")
+    assert len(RunStore(path, ["a", "b"])) == 1          # readers that name no version still read it
+
+
+def test_a_store_written_before_corpus_versions_opens_with_them_unknown(tmp_path):
+    path = tmp_path / "runs.parquet"
+    RunStore(path, ["a", "b"]).append([row("x")])
+    pl.read_parquet(path).drop("corpus_version").write_parquet(path)
+    store = RunStore(path, ["a", "b"], corpus_version="v2")
+    assert store.finished()["corpus_version"].to_list() == [None]
+    store.append([row("y")])
+    assert store.table["corpus_version"].to_list() == [None, "v2"]
+
+
 def test_store_refuses_a_damaged_file(tmp_path):
     (tmp_path / "runs.parquet").write_bytes(b"not parquet")
     with pytest.raises(StoreError, match="cannot read"):

@@ -205,7 +205,7 @@ def open_study(config: Config, out_dir: str | Path, reporter: Reporter | None = 
     recipe = recipe_hash(dataclasses.asdict(spec))
     corpus = open_corpus(config, reporter)
     space = build_space(config, corpus)
-    store = RunStore(out_dir / "runs.parquet", space.domains, corpus.eval_sets)
+    store = RunStore(out_dir / "runs.parquet", space.domains, corpus.eval_sets, corpus_version=corpus.version)
     return StudyContext(config=config, out_dir=out_dir, spec=spec, recipe=recipe, corpus=corpus, space=space,
                         store=store, study=make_study(config, space, corpus.eval_sets), started=started,
                         runner=runner)

@@ -3,10 +3,13 @@
 Each row is one attempt at one proxy: its mixture (`w_<domain>`), `seed`, `preset`, training
 `tokens`, validation losses on every domain and every eval set of the corpus (`loss_<name>` in
 nats per token, `bpb_<name>` in bits per byte), `seconds`, `status` ("ok", "diverged", "failed")
-and a `run_id` that keys the mixture, seed and training recipe. Rows are never changed or
-removed; a retried proxy adds a row. A study that finds an "ok" row for a run_id does not train
-that proxy again, which is how every study resumes. Because each append replaces the file by
-rename, a driver killed at any moment leaves either the previous table or the new one.
+and a `run_id` that keys the mixture, seed and training recipe, and the `corpus_version` it was
+trained on. Rows are never changed or removed; a retried proxy adds a row. A study that finds an
+"ok" row for a run_id does not train that proxy again, which is how every study resumes; a store
+opened for a corpus whose data changed since its runs were trained (a rebuild that read other
+package versions, edited source files) is refused rather than resumed on runs of other data.
+Because each append replaces the file by rename, a driver killed at any moment leaves either the
+previous table or the new one.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ _FIXED_COLUMNS = {
     "error": pl.String,
     "recipe": pl.String,
     "finished_at": pl.Float64,
+    "corpus_version": pl.String,
 }
+_OPTIONAL_COLUMNS = ("corpus_version",)   # absent from stores written before it existed: read as null
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -71,16 +76,19 @@ class RunStore:
     """runs.parquet for one study directory: weights over its domains, losses over its domains and
     eval sets (held-out sets that are not trained on)."""
 
-    def __init__(self, path: str | Path, domains: Sequence[str], eval_sets: Sequence[str] = ()):
+    def __init__(self, path: str | Path, domains: Sequence[str], eval_sets: Sequence[str] = (),
+                 corpus_version: str | None = None):
         self.path = Path(path)
         self.domains = list(domains)
         self.eval_sets = list(eval_sets)
+        self.corpus_version = corpus_version
         self.schema = dict(_FIXED_COLUMNS)
         names = self.loss_names
         for column in weight_columns(self.domains) + loss_columns(names) + bpb_columns(names):
             self.schema[column] = pl.Float64
         self._remove_stale_temporaries()
         self._table = self._load()
+        self._check_corpus_version()
 
     def _remove_stale_temporaries(self) -> None:
         if self.path.parent.is_dir():
@@ -96,6 +104,8 @@ class RunStore:
             table = pl.read_parquet(self.path)
         except Exception as exc:  # a foreign or damaged file: say so, never overwrite it
             raise StoreError(f"cannot read the run store {self.path}: {exc}") from exc
+        table = table.with_columns([pl.lit(None, dtype=self.schema[c]).alias(c)
+                                    for c in _OPTIONAL_COLUMNS if c not in table.columns])
         missing = [c for c in self.schema if c not in table.columns]
         if missing:
             raise StoreError(
@@ -103,6 +113,17 @@ class RunStore:
                 "choose another output directory"
             )
         return table.select([pl.col(c).cast(t) for c, t in self.schema.items()])
+
+    def _check_corpus_version(self) -> None:
+        if self.corpus_version is None:
+            return
+        other = sorted(set(self._table["corpus_version"].drop_nulls().to_list()) - {self.corpus_version})
+        if other:
+            raise StoreError(
+                f"{self.path} holds runs trained on another version of the corpus ({', '.join(other)}; this "
+                f"corpus is {self.corpus_version}): its data changed since, so those runs do not belong to this "
+                "study; choose another output directory"
+            )
 
     @property
     def loss_names(self) -> list[str]:
@@ -124,6 +145,7 @@ class RunStore:
             if row.get("status") not in STATUSES:
                 raise StoreError(f"run status must be one of {STATUSES}, got {row.get('status')!r}")
             row.setdefault("finished_at", time.time())
+            row.setdefault("corpus_version", self.corpus_version)
         new = pl.DataFrame([{c: row.get(c) for c in self.schema} for row in rows], schema=self.schema)
         combined = pl.concat([self._table, new], how="vertical")
         atomic_write_parquet(self.path, combined)
