@@ -206,6 +206,7 @@ def test_top1_regret_is_the_percentile_of_the_first_pick():
     assert mixopt.surrogate.top1_regret(observed, observed) == 0.0
     assert mixopt.surrogate.top1_regret(-observed, observed) == 1.0
     assert mixopt.surrogate.top1_regret(np.array([0.0, 1, 1, 1, 1]), observed) == 0.5
+    assert mixopt.surrogate.top1_regret(np.zeros(5), observed) == 0.5      # no first pick: a random one
 
 
 def test_gp_posterior_grows_away_from_the_runs_and_compiles_to_the_same_predictions():

@@ -64,9 +64,12 @@ def make_surrogate(kind: str, seed: int = 0) -> Surrogate:
 def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:
     """Fit a surrogate from mixtures X (n, K) to losses y (n,) or (n, E).
 
-    kind="auto" fits the cross-validated ensemble (see the module docstring); the fitted model
-    carries `cv_scores_` (member kind -> cross-validated RMSE, and "ensemble" -> its own) and
-    `weights_` (members x loss columns). Fewer than 8 runs get the mixing law alone."""
+    kind="auto" fits the cross-validated ensemble (see surrogate.ensemble); the fitted model
+    carries `cv_scores_` (member kind -> cross-validated RMSE, and "ensemble" -> its own),
+    `weights_` (members x loss columns), `admitted_` (which members the runs could carry),
+    `instability_` (member kind -> its spread at unseen mixtures, in sd of the runs) and
+    `honest_oof_` (out-of-fold predictions with cross-fitted stacking; see cv_summary). Fewer than
+    8 runs get a mixing law alone (or ridge on w, with fewer runs than domains + 2)."""
     if not isinstance(kind, str) or kind not in KINDS:
         raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted(KINDS)}")
     X, Y = check_Xy(X, y)

@@ -1,20 +1,25 @@
 """A cross-validated ensemble: members combined by stacking, uncertainty by bootstrap and coverage.
 
 fit(X, Y), for each loss column:
-  1. members enter only when the runs can carry them: a member with more parameters than the runs
-     of a training fold (a pairwise model over many domains, a mixing law whose exponent has a
-     slope per feature) stays out (`Surrogate.min_runs`, recorded in `admitted_`);
+  1. members enter only when the runs can carry them: a member that needs more runs than a
+     training fold has (a mixing law with a slope per feature needs one run per parameter, a
+     pairwise model one run per four features) stays out (`Surrogate.min_runs`; `admitted_`);
   2. every admitted member predicts each run from a fit on the other folds (k-fold, out-of-fold),
      and the fold fits also predict a pool of mixtures recombined from the runs' own per-domain
-     weights (every domain at the weights the runs gave it, in combinations no run tried: what an
-     unseen run of the same swarm looks like). How much the fold fits disagree there is the
-     member's instability: its jackknife standard deviation at unseen mixtures (`instability_`,
-     in standard deviations of the runs' losses);
+     weights (selection.recombined_mixtures: each domain as often and, when enough runs gave it
+     weight, at the weights the runs gave it, in combinations no run tried: what an unseen run of
+     the same swarm looks like). How much the fold fits disagree there is the member's
+     instability: its jackknife standard deviation at unseen mixtures, in standard deviations of
+     the runs' losses (`instability_`, the largest over loss columns; predictions far above every
+     run are capped first, as they never become a recommendation, while predictions far below
+     the runs count in full: they are the first picks that mislead);
   3. non-negative weights summing to one combine the members' out-of-fold predictions (stacked
-     regression, Breiman 1996), penalised by the weighted members' instability: minimise
-     |oof w - y|^2 + n (sum_m w_m s_m)^2, the expected squared error at unseen mixtures rather
-     than at the runs alone. A member that fits the runs but swings between folds elsewhere (the
-     kind that predicts -4 nats for one unseen mixture) cannot take the weight; `cv_scores_` holds
+     regression, Breiman 1996), penalised by the instability beyond INSTABILITY_TOLERANCE:
+     minimise |oof w - y|^2 + n (sum_m w_m s_m)^2 with s_m = max(0, instability_m - 0.5) sd(y),
+     the squared error the combination adds at unseen mixtures (members counted as fully
+     correlated) beyond the fold-to-fold wobble that out-of-fold errors already show. A member
+     that fits the runs but swings between folds elsewhere (the kind that predicts -4 nats for
+     one unseen mixture) cannot take the weight; `cv_scores_` holds
      every member's cross-validated RMSE and the ensemble's own (its out-of-fold RMSE, slightly
      optimistic since the weights saw the same folds), `oof_` the stacked out-of-fold predictions,
      and `honest_oof_` the same with the stacking weights cross-fitted too (each run predicted by
@@ -22,11 +27,16 @@ fit(X, Y), for each loss column:
   4. the members with weight are refitted on all runs, and on `bootstrap` resamples of them.
 
 Uncertainty (`objective_spread`): the bootstrap variance of the stacked ensemble, plus the mean
-squared disagreement of the plausible members (CV RMSE within 2x the best) with it, plus coverage:
-the posterior variance of the Gaussian-process member (fitted whenever it is admitted, weighted or
-not), which grows with the distance from the runs in the mixture geometry, so that a mixture
-leaning on a domain that few runs gave weight, or far from every run, is uncertain even where all
-the members happen to agree.
+squared disagreement of the plausible members (CV RMSE within 2x the best) with it, plus coverage
+(`coverage_variance`), read from the Gaussian-process member's kernel (fitted whenever that member
+is admitted, weighted or not): the share u(x) of prior variance it leaves at a mixture after
+conditioning on the runs is about 0 at a run and 1 far from every run. Out-of-fold errors already
+price the distance of an unseen run from the others (held-out runs are at that distance), so
+coverage counts only the excess over the typical share u0 of the recombined mixtures:
+coverage = oof error variance * clip((u(x) - u0) / (1 - u0), 0, 1). A mixture leaning on a domain
+that few runs gave weight, or far from every run, is uncertain even where the members agree, while
+mixtures as close to the runs as unseen runs usually are get no more than the bootstrap says. Predictions are clipped to the runs' range widened by one standard deviation before any
+spread is taken: beyond it a form is extrapolating, and by how much does not matter.
 
 The default members are smooth: both mixing laws, ridge models (linear, with log terms, with log
 terms and pairwise interactions), a Gaussian process on the simplex, and the constant (the runs'
@@ -137,6 +147,11 @@ class EnsembleSurrogate(Surrogate):
                                       if admitted[m] and hasattr(member, "coverage_program")), None)
         fitted = set(self.credible_.tolist()) | ({self.coverage_member_} if self.coverage_member_ is not None else set())
         self.fitted_members_ = [member.fit(X, Y) if m in fitted else member for m, member in enumerate(makers)]
+        self.typical_unexplained_ = None
+        coverage = self._coverage_member()
+        if coverage is not None and self.unexplained_ is not None:
+            shares = coverage.unexplained_from(coverage.coverage_program()(pool))
+            self.typical_unexplained_ = np.minimum(np.median(shares, axis=0), 0.99)
         self.replicas_ = {}
         if self.bootstrap > 0 and n >= 4:
             rng = np.random.default_rng([self.seed, 7919])
@@ -145,13 +160,14 @@ class EnsembleSurrogate(Surrogate):
                 self.replicas_[m] = self.fitted_members_[m].bootstrap(X, Y, counts)
 
     def member_predictions(self, X: np.ndarray, members=None) -> np.ndarray:
-        """(M, n, E) predictions of the fitted members (zeros for members not fitted or not asked)."""
+        """(M, n, E) predictions of the fitted members before any floor (the ensemble floors its
+        combination once; zeros for members not fitted or not asked)."""
+        X = self._check_predict_input(X)
         out = np.zeros((len(self.members), len(X), self.n_outputs_))
         wanted = np.flatnonzero(self.weights_.sum(axis=1) > 0) if members is None else members
         for m, member in enumerate(self.fitted_members_):
             if m in wanted:
-                prediction = member.predict(X)
-                out[m] = prediction[:, None] if prediction.ndim == 1 else prediction
+                out[m] = member._predict(X)
         return out
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
@@ -181,18 +197,27 @@ class EnsembleSurrogate(Surrogate):
     def _coverage_member(self):
         return None if self.coverage_member_ is None else self.fitted_members_[self.coverage_member_]
 
+    def _coverage_from(self, t: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """(n,) coverage variance of the objective v . L from the coverage program's outputs t."""
+        if self.typical_unexplained_ is None:
+            return np.zeros(len(t))
+        typical = self.typical_unexplained_[None, :]
+        beyond = np.clip((self._coverage_member().unexplained_from(t) - typical) / (1.0 - typical), 0.0, 1.0)
+        std = np.sqrt(self.unexplained_[None, :] * beyond)                  # (n, E)
+        return (std @ np.abs(v)) ** 2
+
     def coverage_variance(self, X, weights: np.ndarray | None = None) -> np.ndarray:
-        """(n,) coverage: the variance the stacked ensemble left unexplained out of fold (its
-        squared out-of-fold error per column), times the share of prior variance that the
-        Gaussian-process member's kernel leaves at X after conditioning on the runs: about 0 at a
-        run, the ensemble's typical out-of-fold error far from every run (zeros when that member
-        is not admitted). Columns are combined as fully correlated."""
+        """(n,) coverage (see the module docstring): the ensemble's cross-fitted out-of-fold error
+        variance, times how far beyond the distance of a typical unseen run X lies from the runs in
+        the Gaussian-process member's kernel (0 up to that distance, 1 far from every run). Zeros
+        when that member is not admitted or there were too few runs to cross-validate. Columns are
+        combined as fully correlated."""
         X = self._check_predict_input(X)
         member = self._coverage_member()
         if member is None:
             return np.zeros(len(X))
         v = self.objective_weights(None if weights is None else np.asarray(weights, dtype=np.float64))
-        return member.coverage_from(member.coverage_program()(X), v, self.unexplained_)
+        return self._coverage_from(member.coverage_program()(X), v)
 
     def _spread_program(self, weights):
         """One Program with outputs [stacked objective, credible members' objectives, bootstrap
@@ -231,7 +256,8 @@ class EnsembleSurrogate(Surrogate):
         member = self._coverage_member()
         if member is not None:
             t = member.coverage_program()(X)
-            variance = variance + member._variance_from(t, self.unexplained_)
+            variance = variance + np.stack([self._coverage_from(t, np.eye(self.n_outputs_)[e])
+                                            for e in range(self.n_outputs_)], axis=1)
         return np.sqrt(variance)
 
     def objective_spread(self, X, weights: np.ndarray | None = None) -> np.ndarray:
@@ -258,7 +284,7 @@ class EnsembleSurrogate(Surrogate):
                 variance = variance + np.var(replicas, axis=1)
             coverage = self._coverage_member()
             if coverage is not None:
-                variance = variance + coverage.coverage_from(values[:, 1 + n_members + n_replicas:], v, self.unexplained_)
+                variance = variance + self._coverage_from(values[:, 1 + n_members + n_replicas:], v)
             return np.sqrt(variance)
         return np.sqrt(self._variances(X, w) + self.coverage_variance(X, w))
 

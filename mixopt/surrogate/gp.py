@@ -8,8 +8,8 @@ exactly zero as one end of a scale, not as a missing value (a domain at 0.01 is 
 0.09 is from 0.04), and distances stay bounded (H^2 <= 1), so no mixture lies infinitely far from
 the runs. The mean m is the runs' mean: far from every run the process returns to it, with its
 prior spread s, so predictions stay in the range the runs span and the posterior standard
-deviation grows exactly where the runs are sparse (`posterior_std`, which the ensemble adds to
-its uncertainty as coverage).
+deviation grows exactly where the runs are sparse (`posterior_variance`; the ensemble's coverage
+term reads the same kernel through `unexplained_from`).
 
 Hyperparameters (the length scale l, shared by all loss columns, and per column the noise ratio
 and s^2) maximise the marginal likelihood over a grid; on more than HYPER_ROWS runs they are
@@ -153,8 +153,8 @@ class GaussianProcessSurrogate(Surrogate):
         t = self.fit_.kernel(np.asarray(X, dtype=np.float64)) @ self.fit_.basis          # (n, r)
         return self._variance_from(t)
 
-    def _variance_from(self, t: np.ndarray, signal2: np.ndarray | None = None) -> np.ndarray:
-        return (self.fit_.signal2 if signal2 is None else signal2)[None, :] * self.unexplained_from(t)
+    def _variance_from(self, t: np.ndarray) -> np.ndarray:
+        return self.fit_.signal2[None, :] * self.unexplained_from(t)
 
     def unexplained_from(self, t: np.ndarray) -> np.ndarray:
         """(n, E) the share of the prior variance left after conditioning on the runs, 1 - k' (K +
@@ -168,18 +168,10 @@ class GaussianProcessSurrogate(Surrogate):
         return np.sqrt(self.posterior_variance(X))
 
     def coverage_program(self) -> Program:
-        """A Program with r outputs t = kernel(w, runs) @ basis, from which `coverage_from`
-        computes the posterior variance without another kernel evaluation."""
+        """A Program with r outputs t = kernel(w, runs) @ basis, from which `unexplained_from`
+        computes the posterior variance share without another kernel evaluation."""
         A, bias = self.fit_.terms()
         return Program(self.n_features_, np.zeros(self.fit_.basis.shape[1]), A=A, bias=bias, out=self.fit_.basis)
-
-    def coverage_from(self, t: np.ndarray, weights: np.ndarray, signal2: np.ndarray | None = None) -> np.ndarray:
-        """(n,) posterior variance of sum_e weights_e f_e (columns treated as fully correlated:
-        the larger, conservative value) from the outputs t of `coverage_program`; signal2 (E,)
-        replaces the process's own prior variance per column (an ensemble passes the variance
-        its out-of-fold predictions left unexplained)."""
-        std = np.sqrt(self._variance_from(t, signal2))
-        return (std @ np.abs(np.asarray(weights, dtype=np.float64))) ** 2
 
     def objective_program(self, weights):
         v = np.asarray(weights, dtype=np.float64)

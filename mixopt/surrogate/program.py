@@ -66,6 +66,12 @@ class Program:
     def _compile(self) -> None:
         keep = np.any(self.out != 0, axis=1)                     # exponential terms that matter
         self.A, self.bias, self.out = self.A[:, keep], self.bias[keep], self.out[keep]
+        if self.A.shape[1] > 1:                                   # one exponential per distinct term
+            terms, inverse = np.unique(np.vstack([self.A, self.bias[None, :]]), axis=1, return_inverse=True)
+            if terms.shape[1] < self.A.shape[1]:
+                out = np.zeros((terms.shape[1], self.out.shape[1]))
+                np.add.at(out, inverse.reshape(-1), self.out)
+                self.A, self.bias, self.out = terms[:-1], terms[-1], out
         K = self.K
         used = [b for b in range(BLOCKS) if b == 0 or np.any(self.lin[b * K:(b + 1) * K] != 0)
                 or np.any(self.A[b * K:(b + 1) * K] != 0)]

@@ -109,13 +109,15 @@ def stacking_weights(oof: np.ndarray, y: np.ndarray, instability: np.ndarray | N
 
 def top1_regret(predicted, observed) -> float:
     """Where the run that `predicted` ranks first (lowest) stands among `observed`: the share of
-    the other runs with a lower observed loss (0 = it is the best, 1 = the worst; ties count in its
-    favour). NaN with fewer than two runs."""
+    the other runs with a lower observed loss (0 = it is the best, 1 = the worst; ties in observed
+    count in its favour). When several runs tie for the lowest prediction, the mean over them (the
+    expected regret of picking one at random: about 0.5 for a model that predicts a constant).
+    NaN with fewer than two runs."""
     predicted, observed = np.asarray(predicted, dtype=np.float64), np.asarray(observed, dtype=np.float64)
     if len(observed) < 2:
         return float("nan")
-    chosen = observed[int(np.argmin(predicted))]
-    return float(np.sum(observed < chosen)) / (len(observed) - 1)
+    chosen = observed[predicted == predicted.min()]
+    return float(np.mean(np.sum(observed[None, :] < chosen[:, None], axis=1))) / (len(observed) - 1)
 
 
 def cv_summary(model_or_oof, y, weights=None, X=None, folds: int = 5, seed: int = 0) -> dict:
