@@ -44,7 +44,8 @@ from mixopt.cluster import init_ray  # noqa: E402
 from mixopt.config import parse_config  # noqa: E402
 from mixopt.data.build import build_corpus  # noqa: E402
 from mixopt.data.corpus import Corpus  # noqa: E402
-from mixopt.data.prepare import cut_into_pieces, prepare_corpus  # noqa: E402
+from mixopt.data.pieces import cut_into_pieces  # noqa: E402
+from mixopt.data.prepare import prepare_corpus  # noqa: E402
 from mixopt.data.sample import SampleSize  # noqa: E402
 
 PIECE_BYTES = 64 * 1024

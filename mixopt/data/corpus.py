@@ -19,6 +19,7 @@ existed read as uint16, role "train", and the shards' own token counts.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ REQUIRED_COLUMNS = (
 )
 TOKEN_DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 ROLES = ("train", "eval")
+DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a domain's folder name
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,14 @@
 """What one preparation task does: read a few units of a source, cut long documents into pieces,
 draw the validation candidates, tokenize in batches. Runs in a Ray worker (or in process).
 
-Pieces. A text document longer than `piece_bytes` is cut at line boundaries (see
-prepare.cut_into_pieces), so that even a domain of a few long documents gets a fine-grained
-validation split; pre-tokenized documents are cut only beyond TOKEN_PIECE_IDS ids (no text to cut
-at, and their ids are copied untouched). Each piece draws a number u in
-[0, 1) from a hash of (domain, document key, piece number): pieces with u < val_rate are
-validation candidates; the others stay in training, and consecutive training pieces of one
-document are joined again. The draw depends only on the text's identity, never on the machine,
-the task or the order of completion. Which candidates become the validation split (the lowest u
-first) is decided by the driver once a domain is read.
+Pieces. A text document longer than `piece_bytes` is cut at line boundaries (pieces.py), so
+that even a domain of a few long documents gets a fine-grained validation split; pre-tokenized
+documents are cut only beyond TOKEN_PIECE_IDS ids (no text to cut at, and their ids are copied
+untouched). Each piece draws a number u in [0, 1) from a hash of (domain, document key, piece
+number): pieces with u < val_rate are validation candidates; the others stay in training, and
+consecutive training pieces of one document are joined again. The draw depends only on the
+text's identity, never on the machine, the task or the order of completion. Which candidates
+become the validation split (the lowest u first) is decided once a domain is read (writers.py).
 
 Tokens. Text pieces are encoded in batches with the tokenizer (`encode_batch`), each followed by
 the end-of-text id; pre-tokenized ids are copied as they are.
@@ -17,14 +16,14 @@ the end-of-text id; pre-tokenized ids are copied as they are.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from mixopt.data.prepare import cut_into_pieces
-from mixopt.data.readers import ReadSpec, Unit, read_text_unit, read_token_unit
+from mixopt.data.pieces import cut_into_pieces, piece_hash
+from mixopt.data.readers import read_text_unit, read_token_unit
 from mixopt.data.tokenizer import Tokenizer, TokenizerSpec, from_spec
+from mixopt.data.units import ReadSpec, Unit
 
 HASH_SCALE = float(1 << 64)
 TOKEN_PIECE_IDS = 1 << 16
@@ -65,8 +64,8 @@ class TaskResult:
 
 
 def piece_draw(domain: str, key: str, index: int) -> float:
-    digest = hashlib.blake2b(f"{domain}\x1f{key}\x1f{index}".encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / HASH_SCALE
+    """A piece's draw u in [0, 1), from the hash of its identity."""
+    return int.from_bytes(piece_hash(domain, key, index), "little") / HASH_SCALE
 
 
 def _text_pieces(text: str, limit: int) -> list[str]:

@@ -19,7 +19,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from mixopt.data.sources import DEFAULT_RAW_DIR, DOMAINS, clean_text, fetch_all, iter_archive
+from mixopt.data.archives import iter_archive
+from mixopt.data.cleaning import clean_text
+from mixopt.data.packages import DEFAULT_RAW_DIR
+from mixopt.data.sources import DOMAINS, fetch_all
 from mixopt.errors import DataError
 from mixopt.io import atomic_write_text
 

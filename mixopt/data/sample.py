@@ -1,7 +1,7 @@
 """How much of each domain a study needs, the random order its units are read in, and what the
 units read say about the whole domain.
 
-Sampling. A source's units (see readers.py) are put in a random order fixed by the seed and the
+Sampling. A source's units (see units.py) are put in a random order fixed by the seed and the
 source's name, and read in that order until the domain holds the tokens it needs; when what is
 left unread is at most READ_REST_SHARE of the source's size, the rest is read as well and the
 counts are exact. Every document of the source then has the same chance of being read (the units
