@@ -32,7 +32,7 @@ from scipy.stats import pearsonr, spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mixopt  # noqa: E402
-from mixopt.surrogate import top1_regret  # noqa: E402
+from mixopt.stats import top1_regret  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "regmix"
 TARGET = "metric/the_pile_pile_cc_val_loss"

@@ -40,10 +40,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import mixopt  # noqa: E402
-from mixopt.stats import spearman  # noqa: E402
-from mixopt.surrogate import top1_regret  # noqa: E402
 from swarm_sim import MIXTURES, STRUCTURES, make_swarm, swarm_split  # noqa: E402
+
+import mixopt  # noqa: E402
+from mixopt.stats import (
+    spearman,  # noqa: E402
+    top1_regret,  # noqa: E402
+)
 
 BASELINES = ("regmix-lightgbm", "ridge-wlog")
 ALL_KINDS = ("linear", "linear-wlog", "quadratic", "quadratic-wlog", "mixing-law", "mixing-law-wlog", "gp",

@@ -61,15 +61,17 @@ def ordinal_ranks(values) -> np.ndarray:
 
 
 def top1_regret(predicted, observed) -> float:
-    """Where the run that `predicted` ranks best (lowest) stands among all runs by `observed`, as a
-    fraction: 0 when it is the best observed run, 1 when it is the worst (ties in `observed` count
-    in its favour). NaN with fewer than two runs. A model whose first pick is a median run scores
-    about 0.5, however good its rank correlation."""
+    """Where the run that `predicted` ranks best (lowest) stands among all runs by `observed`: the
+    share of the other runs with a lower observed value (0 when it is the best run, 1 the worst;
+    ties in `observed` count in its favour). When several runs tie for the lowest prediction, the
+    mean over them (the expected regret of picking one at random: about 0.5 for a model that
+    predicts a constant). NaN with fewer than two runs. A model whose first pick is a median run
+    scores about 0.5, however good its rank correlation."""
     predicted, observed = np.asarray(predicted, dtype=np.float64), np.asarray(observed, dtype=np.float64)
-    if len(predicted) < 2:
+    if len(observed) < 2:
         return float("nan")
-    pick = int(np.argmin(predicted))
-    return float(np.sum(observed < observed[pick]) / (len(observed) - 1))
+    chosen = observed[predicted == predicted.min()]
+    return float(np.mean(np.sum(observed[None, :] < chosen[:, None], axis=1))) / (len(observed) - 1)
 
 
 # -- intervals over seeds --------------------------------------------------------------------------

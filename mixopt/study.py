@@ -88,15 +88,9 @@ def objective_out_of_fold(model, X: np.ndarray, Y: np.ndarray, weights: np.ndarr
     """(n,) out-of-fold predictions of the objective Y @ weights (Y's one column when weights is
     None): the ensemble's, with cross-fitted stacking weights (`honest_oof_`: each run predicted by
     members and stacking weights that never saw it), or a k-fold refit of `model`; None under 4 runs."""
-    n = len(X)
-    oof = getattr(model, "honest_oof_", None)
-    if oof is None:
-        oof = getattr(model, "oof_", None)
-    if oof is None:
-        if n < 4:
-            return None
-        oof = surrogates.cross_val_predict(model.clone, X, Y, folds=min(5, n), seed=seed)
-    oof = np.asarray(oof, dtype=np.float64).reshape(n, -1)
+    if getattr(model, "honest_oof_", None) is None and getattr(model, "oof_", None) is None and len(X) < 4:
+        return None
+    oof = surrogates.out_of_fold(model, Y, X=X, seed=seed)
     return oof[:, 0] if weights is None else oof @ weights
 
 

@@ -145,6 +145,7 @@ def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, runner,
     fitted = run_json(capsys, "fit", *cfg, *out)
     assert fitted["complete"] is True and fitted["n_fit"] == 8 and fitted["surrogate"]["kind"] == "linear"
     assert fitted["cv"]["folds"] == 5 and fitted["cv"]["rmse"] > 0 and -1 <= fitted["cv"]["spearman"] <= 1
+    assert 0 <= fitted["cv"]["top1_regret"] <= 1
     assert json.loads((staged / "fit.json").read_text()) == fitted
     assert (staged / "surrogate").is_dir() and any((staged / "surrogate").iterdir())
 

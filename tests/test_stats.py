@@ -4,8 +4,16 @@ report rank with, and the intervals `mixopt validate` reports."""
 import numpy as np
 import pytest
 
-from mixopt.stats import (ordinal_ranks, paired_noise, rankdata, spearman, t_interval, t_quantile, t_two_sided_cdf,
-                          top1_regret)
+from mixopt.stats import (
+    ordinal_ranks,
+    paired_noise,
+    rankdata,
+    spearman,
+    t_interval,
+    t_quantile,
+    t_two_sided_cdf,
+    top1_regret,
+)
 
 
 def test_spearman_matches_the_textbook_values():
@@ -27,6 +35,8 @@ def test_top1_regret_is_where_the_first_pick_stands():
     assert top1_regret([0.9, 0.9, 0.9, 0.9, 0.1], observed) == 1.0          # picks the worst
     assert top1_regret([0.9, 0.9, 0.1, 0.9, 0.9], observed) == 0.5          # a median run
     assert top1_regret([0.1, 0.9, 0.9, 0.9, 0.9], [1.0, 1.0, 2.0, 3.0, 4.0]) == 0.0   # ties count in its favour
+    assert top1_regret(np.zeros(5), observed) == 0.5          # no first pick (a constant): a random one
+    assert top1_regret([0.1, 0.1, 0.9, 0.9, 0.9], observed) == 0.125   # a tie for first: the mean of 0.25 and 0
     assert np.isnan(top1_regret([1.0], [1.0]))
 
 

@@ -201,14 +201,6 @@ def test_cv_summary_reports_signal_and_its_absence():
     assert mixopt.surrogate.cv_summary(linear, y, X=X)["runs"] == 80
 
 
-def test_top1_regret_is_the_percentile_of_the_first_pick():
-    observed = np.array([3.0, 1.0, 2.0, 4.0, 5.0])
-    assert mixopt.surrogate.top1_regret(observed, observed) == 0.0
-    assert mixopt.surrogate.top1_regret(-observed, observed) == 1.0
-    assert mixopt.surrogate.top1_regret(np.array([0.0, 1, 1, 1, 1]), observed) == 0.5
-    assert mixopt.surrogate.top1_regret(np.zeros(5), observed) == 0.5      # no first pick: a random one
-
-
 def test_gp_posterior_grows_away_from_the_runs_and_compiles_to_the_same_predictions():
     X, y = quadratic_runs(n=60, K=5, seed=1, noise=0.01)
     model = mixopt.fit(X, y, kind="gp")

@@ -169,7 +169,8 @@ def fit(
         return
     cv = result.payload.get("cv") or {}
     if quiet:
-        result_line(f"rmse={cv.get('rmse')} spearman={cv.get('spearman')} n={result.payload['n_fit']}")
+        result_line(f"rmse={cv.get('rmse')} spearman={cv.get('spearman')} top1_regret={cv.get('top1_regret')} "
+                    f"n={result.payload['n_fit']}")
     else:
         result_line(result.summary())
 

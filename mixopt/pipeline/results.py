@@ -272,7 +272,7 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
                       # radius (total variation from the prior and a run; None: anywhere), the
                       # spread at the pick, and the out-of-fold ranking of the runs (cv)
                       "skill": result.skill, "trust_radius": result.trust_radius,
-                      "predicted_std": result.predicted_std, "cv": cv_summary(result)},
+                      "predicted_std": result.predicted_std, "cv": cv_record(result)},
         "gain": gain_summary(result, space, METRIC_UNITS[config.objective.metric]),
         "search": {
             "method": result.search.method,
@@ -301,7 +301,7 @@ def objective_label(names: list[str], weights, eval_sets: list[str], metric: str
     return f"objective: {kind} {metric}{over} ({units})"
 
 
-def cv_summary(result: Result) -> dict:
+def cv_record(result: Result) -> dict:
     """How well the surrogate ranks the study's own runs out of fold: Spearman of its out-of-fold
     objective against the observed one, the top-1 regret (where the run it ranks first stands among
     the runs: 0 the best, 0.5 a median run) and R^2 (the skill). None figures under 4 finished runs."""
@@ -491,7 +491,8 @@ class FitResult:
 
     def summary(self) -> str:
         cv = self.payload.get("cv") or {}
-        scores = (f"{cv.get('folds')}-fold CV of the objective: RMSE {cv['rmse']:.4g}, Spearman {cv['spearman']:.3f}"
+        scores = (f"{cv.get('folds')}-fold CV of the objective: RMSE {cv['rmse']:.4g}, Spearman {cv['spearman']:.3f}, "
+                  f"top-1 regret {cv['top1_regret']:.0%}"
                   if cv.get("rmse") is not None else "no cross-validation (too few runs)")
         state = "" if self.payload["complete"] else " (the study is not complete: more rounds to train)"
         return (f"{self.payload['surrogate']['kind']} surrogate on {self.payload['n_fit']} finished runs: {scores}; "

@@ -40,7 +40,7 @@ from mixopt.pipeline.results import (
     recommendation_payload,
 )
 from mixopt.pipeline.store import STATUS_DIVERGED, STATUS_OK, run_key
-from mixopt.stats import spearman
+from mixopt.stats import spearman, top1_regret
 
 PROPOSED_FILE = "proposed.parquet"
 CV_FOLDS = 5
@@ -188,17 +188,13 @@ def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
                                kind=study.surrogate_kind)
         info = model.save(ctx.out_dir / "surrogate")
     observed = Y @ weights
-    cv = {"folds": None, "rmse": None, "spearman": None}
-    kind = getattr(model, "name", None)
-    if kind in surrogates.SURROGATES and len(X) >= 3:
-        folds = min(CV_FOLDS, len(X))
-        with reporter.busy(f"cross-validating the {kind} surrogate ({folds} folds)"):
-            predicted = surrogates.cross_val_predict(lambda: surrogates.make_surrogate(kind, study.seed), X, target,
-                                                     folds=folds, seed=study.seed)
-        predicted = np.asarray(predicted).reshape(len(X), -1) @ column_weights
-        cv = {"folds": folds, "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
-              "spearman": spearman(predicted, observed),
-              "observed_std": float(np.std(observed, ddof=1)) if len(observed) > 1 else None}
+    cv = {"folds": None, "rmse": None, "spearman": None, "top1_regret": None}
+    if len(X) >= 4:
+        with reporter.busy(f"ranking the {len(X)} runs out of fold"):
+            predicted = surrogates.out_of_fold(model, target, X=X, folds=CV_FOLDS, seed=study.seed) @ column_weights
+        cv = {"folds": min(CV_FOLDS, len(X)), "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
+              "spearman": spearman(predicted, observed), "top1_regret": top1_regret(predicted, observed),
+              "observed_std": float(np.std(observed, ddof=1))}
     payload = json_ready({
         "surrogate": {**info, "cv_rmse": dict(getattr(model, "cv_scores_", {}))},
         "cv": cv,

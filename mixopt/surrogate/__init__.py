@@ -29,13 +29,18 @@ from __future__ import annotations
 
 from mixopt.errors import InputError
 from mixopt.surrogate.base import Replicas, Surrogate, check_X, check_Xy
-from mixopt.surrogate.gp import GaussianProcessSurrogate
 from mixopt.surrogate.ensemble import DEFAULT_MEMBERS, MIN_RUNS_FOR_CV, EnsembleSurrogate
+from mixopt.surrogate.gp import GaussianProcessSurrogate
 from mixopt.surrogate.lightgbm_model import LightGBMSurrogate
 from mixopt.surrogate.linear import ConstantSurrogate, LinearSurrogate
 from mixopt.surrogate.mixing_law import MixingLawSurrogate
 from mixopt.surrogate.selection import (
-    cross_val_predict, cross_val_rmse, cv_summary, recombined_mixtures, stacking_weights, top1_regret,
+    cross_val_predict,
+    cross_val_rmse,
+    cv_summary,
+    out_of_fold,
+    recombined_mixtures,
+    stacking_weights,
 )
 
 SURROGATES = {
@@ -83,6 +88,6 @@ def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:
 __all__ = [
     "Surrogate", "Replicas", "ConstantSurrogate", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate", "EnsembleSurrogate",
     "GaussianProcessSurrogate", "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
-    "cross_val_predict", "cross_val_rmse", "cv_summary", "top1_regret", "recombined_mixtures",
+    "cross_val_predict", "cross_val_rmse", "cv_summary", "out_of_fold", "recombined_mixtures",
     "stacking_weights", "check_X", "check_Xy",
 ]

@@ -8,7 +8,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from mixopt.errors import InputError
-from mixopt.stats import spearman
+from mixopt.stats import spearman, top1_regret
 from mixopt.surrogate.base import Surrogate, check_Xy
 
 
@@ -107,17 +107,27 @@ def stacking_weights(oof: np.ndarray, y: np.ndarray, instability: np.ndarray | N
     return weights / weights.sum()
 
 
-def top1_regret(predicted, observed) -> float:
-    """Where the run that `predicted` ranks first (lowest) stands among `observed`: the share of
-    the other runs with a lower observed loss (0 = it is the best, 1 = the worst; ties in observed
-    count in its favour). When several runs tie for the lowest prediction, the mean over them (the
-    expected regret of picking one at random: about 0.5 for a model that predicts a constant).
-    NaN with fewer than two runs."""
-    predicted, observed = np.asarray(predicted, dtype=np.float64), np.asarray(observed, dtype=np.float64)
-    if len(observed) < 2:
-        return float("nan")
-    chosen = observed[predicted == predicted.min()]
-    return float(np.mean(np.sum(observed[None, :] < chosen[:, None], axis=1))) / (len(observed) - 1)
+def out_of_fold(model_or_oof, Y, X=None, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """(n, E) out-of-fold predictions of the columns Y (n,) or (n, E): those a fitted surrogate kept
+    (the ensemble's `honest_oof_`, with cross-fitted stacking weights, else its `oof_`), the array
+    itself when given one, or a k-fold refit of the surrogate's clone on X."""
+    Y = np.asarray(Y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if isinstance(model_or_oof, Surrogate):
+        oof = getattr(model_or_oof, "honest_oof_", None)
+        if oof is None:
+            oof = getattr(model_or_oof, "oof_", None)
+        if oof is None:
+            if X is None:
+                raise InputError(f"{model_or_oof.name} surrogate kept no out-of-fold predictions: pass X to cross-validate it")
+            oof = cross_val_predict(model_or_oof.clone, X, Y, folds=min(folds, len(Y)), seed=seed)
+    else:
+        oof = model_or_oof
+    oof = np.asarray(oof, dtype=np.float64)
+    oof = oof[:, None] if oof.ndim == 1 else oof
+    if oof.shape != Y.shape:
+        raise InputError(f"out-of-fold predictions have shape {oof.shape}, the losses {Y.shape}")
+    return oof
 
 
 def cv_summary(model_or_oof, y, weights=None, X=None, folds: int = 5, seed: int = 0) -> dict:
@@ -134,20 +144,7 @@ def cv_summary(model_or_oof, y, weights=None, X=None, folds: int = 5, seed: int 
     or no spread)."""
     Y = np.asarray(y, dtype=np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
-    if isinstance(model_or_oof, Surrogate):
-        oof = getattr(model_or_oof, "honest_oof_", None)
-        if oof is None:
-            oof = getattr(model_or_oof, "oof_", None)
-        if oof is None:
-            if X is None:
-                raise InputError(f"{model_or_oof.name} surrogate kept no out-of-fold predictions: pass X to cross-validate it")
-            oof = cross_val_predict(model_or_oof.clone, X, Y, folds=folds, seed=seed)
-    else:
-        oof = model_or_oof
-    oof = np.asarray(oof, dtype=np.float64)
-    oof = oof[:, None] if oof.ndim == 1 else oof
-    if oof.shape != Y.shape:
-        raise InputError(f"out-of-fold predictions have shape {oof.shape}, the losses {Y.shape}")
+    oof = out_of_fold(model_or_oof, Y, X=X, folds=folds, seed=seed)
     v = np.full(Y.shape[1], 1.0 / Y.shape[1]) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
     if len(v) != Y.shape[1]:
         raise InputError(f"objective has {len(v)} weights for {Y.shape[1]} loss columns")
