@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import mixopt
-from mixopt import InputError, MixtureSpace, StudyError, Study
+from mixopt import InputError, MixtureSpace, Study, StudyError
 from mixopt.study import objective_weights, split_budget
 
 

@@ -12,7 +12,6 @@ import numpy as np
 
 from mixopt.errors import InputError
 
-
 FLOOR_SPREADS = 1.0      # the floor: the best run minus this many standard deviations of the runs (and >= 0)
 FLOOR_WIDTH = 0.1        # the floor bends over this many standard deviations of the runs
 
