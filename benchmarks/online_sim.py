@@ -237,7 +237,8 @@ def main() -> None:
             row["oracle_gc"] = (strat - mean_run("oracle", sim, reps, **bounds, **args.auto)) / gap
         rows.append(row)
         print(f"{case.name:40s} {strat:8.4f} {best:8.4f} {aioli:8.4f} {auto:8.4f} {row['aioli_gc']:+8.2f} "
-              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f} {auto_j:8.4f} {row['auto_j_gc']:+8.2f}"
+              f"{row['auto_gc']:+8.2f} {doremi:8.4f} {proxy:8.4f} {auto_proxy:8.4f} {auto_j:8.4f} "
+              f"{row['auto_j_gc']:+8.2f}"
               + (f" {row['oracle_gc']:+9.2f}" if args.oracle else ""), flush=True)
     us_auto = ask_tell_us("auto")
     us_aioli = ask_tell_us("aioli", steps=200_000, runs=1)

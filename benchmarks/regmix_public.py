@@ -75,7 +75,8 @@ def main(argv=None) -> int:
           + ", ".join(f"{len(tests[s][0])} test mixtures at {s}" for s in SCALES))
     print("target: Pile-CC validation loss; cells: Spearman / Pearson (x100) / top-1 regret; "
           "test sets are never fitted on\n")
-    header = f"{'surrogate':>18} {'runs':>5} " + " ".join(f"{s + ' sp / pe / top1':>22}" for s in SCALES) + f" {'fit s':>7}  chosen by CV"
+    header = (f"{'surrogate':>18} {'runs':>5} " + " ".join(f"{s + ' sp / pe / top1':>22}" for s in SCALES)
+              + f" {'fit s':>7}  chosen by CV")
     print(header)
     print("-" * len(header))
     print(f"{'paper (LightGBM)':>18} {512:>5} " + " ".join(f"{PAPER_LIGHTGBM[s]:>7.2f} /     - /    -" for s in SCALES))
@@ -103,7 +104,8 @@ def main(argv=None) -> int:
             chosen = ""
             if hasattr(model, "weights_"):
                 chosen = ", ".join(f"{m} {w:.2f}" for m, w in zip(model.members, model.weights_[:, 0]) if w > 0)
-            print(f"{kind:>18} {n:>5} " + " ".join(f"{c:>22}" for c in cells) + f" {seconds:7.1f}  {chosen}", flush=True)
+            print(f"{kind:>18} {n:>5} " + " ".join(f"{c:>22}" for c in cells) + f" {seconds:7.1f}  {chosen}",
+                  flush=True)
     print("")
     main_kind = "auto" if "auto" in kinds else kinds[-1]
     summary = [f"kind={main_kind}"]

@@ -126,8 +126,8 @@ class Problem:
 def _losses(family: str, p: dict, W: np.ndarray) -> np.ndarray:
     if family == "dml":
         exponent = W @ p["T"].T
-        for (j, l), q in zip(p["pairs"], p["Q"].T):
-            exponent = exponent + np.outer(W[:, j] * W[:, l], q)
+        for (j, k), q in zip(p["pairs"], p["Q"].T):
+            exponent = exponent + np.outer(W[:, j] * W[:, k], q)
         return p["c"] + p["k"] * np.exp(exponent)
     if family == "power":
         data = p["eps"] + W @ p["S"].T
@@ -182,7 +182,8 @@ def _family_params(family: str, K: int, rng: np.random.Generator) -> tuple[dict,
         N = rng.normal(0.0, 0.1, size=(K, K)) * ~same
         proxy = dict(c=c, B=B, alpha=alpha, eps=eps, S=S, N=N)
         large = dict(c=c - 1.0, B=B * rng.uniform(0.5, 0.9, size=K), alpha=alpha * rng.uniform(0.85, 1.1, size=K),
-                     eps=eps * rng.uniform(0.5, 1.0, size=K), S=np.clip(S * np.exp(rng.normal(0, 0.1, size=(K, K))), 0, 1),
+                     eps=eps * rng.uniform(0.5, 1.0, size=K),
+                     S=np.clip(S * np.exp(rng.normal(0, 0.1, size=(K, K))), 0, 1),
                      N=N * rng.uniform(0.7, 1.0))
         np.fill_diagonal(large["S"], 1.0)
         return proxy, large
@@ -205,7 +206,8 @@ def _family_params(family: str, K: int, rng: np.random.Generator) -> tuple[dict,
         M = rng.normal(0.0, 0.4, size=(K, K))
         proxy = dict(c=c, A=A, alpha=alpha, eps=eps, S=S, M=M)
         large = dict(c=c - 1.0, A=A * rng.uniform(0.5, 0.9, size=K), alpha=alpha * rng.uniform(0.85, 1.1, size=K),
-                     eps=eps * rng.uniform(0.5, 1.0, size=K), S=np.clip(S * np.exp(rng.normal(0, 0.1, size=(K, K))), 0, 1),
+                     eps=eps * rng.uniform(0.5, 1.0, size=K),
+                     S=np.clip(S * np.exp(rng.normal(0, 0.1, size=(K, K))), 0, 1),
                      M=M * rng.uniform(0.7, 1.0))
         np.fill_diagonal(large["S"], 1.0)
         return proxy, large
@@ -350,7 +352,8 @@ def table(rows: list[dict], budgets, methods) -> list[str]:
             values = np.array([r["regret"] for r in rows if r["budget"] == budget and r["method"] == method])
             cells.append(f"{values.mean():8.3f} ({np.median(values):6.3f})" if len(values) else f"{'-':>18}")
         over = [r["over_cap"] for r in rows if r["budget"] == budget and r["method"] == "regmix"]
-        lines.append(f"{budget:>6} " + " ".join(f"{c:>18}" for c in cells) + f" {np.mean(over) if over else float('nan'):16.2f}")
+        lines.append(f"{budget:>6} " + " ".join(f"{c:>18}" for c in cells)
+                     + f" {np.mean(over) if over else float('nan'):16.2f}")
     return lines
 
 
@@ -360,8 +363,10 @@ def family_table(rows: list[dict], budgets, families) -> list[str]:
     for family in families:
         cells = []
         for budget in budgets:
-            ours = [r["regret"] for r in rows if r["family"] == family and r["budget"] == budget and r["method"] == "mixopt"]
-            theirs = [r["regret"] for r in rows if r["family"] == family and r["budget"] == budget and r["method"] == "regmix"]
+            ours = [r["regret"] for r in rows
+                    if r["family"] == family and r["budget"] == budget and r["method"] == "mixopt"]
+            theirs = [r["regret"] for r in rows
+                      if r["family"] == family and r["budget"] == budget and r["method"] == "regmix"]
             cells.append(f"{np.mean(ours):.3f} / {np.mean(theirs):.3f}" if ours and theirs else "-")
         lines.append(f"{family:>8} " + " ".join(f"{c:>15}" for c in cells))
     return lines
@@ -383,7 +388,8 @@ def scoring_seconds(candidates: int = 1_000_000, repeats: int = 3) -> tuple[floa
         for start in range(0, candidates, 250_000):
             score(pool[start:start + 250_000])
         best = min(best, time.perf_counter() - started)
-    members = ", ".join(m for m, w in zip(getattr(model, "members", ()), getattr(model, "weights_", np.ones((1, 1))).sum(axis=1)) if w > 0)
+    members = ", ".join(m for m, w in zip(getattr(model, "members", ()),
+                                          getattr(model, "weights_", np.ones((1, 1))).sum(axis=1)) if w > 0)
     return best, f"K=20, 20 loss columns, {type(model).__name__} ({members})"
 
 
@@ -414,7 +420,8 @@ def main(argv=None) -> int:
                         weights = choose(method, problem, budget, seed)
                     regret = problem.regret(weights)
                     over = bool(np.any(weights > problem.space.upper + 1e-6))
-                    rows.append(dict(family=family, seed=seed, budget=budget, method=method, regret=regret, over_cap=over))
+                    rows.append(dict(family=family, seed=seed, budget=budget, method=method, regret=regret,
+                                     over_cap=over))
                     if method in ("regmix", "mixopt"):
                         line.append(f"{method}@{budget}={regret:.3f}")
             print(" ".join(line) + f"  [{time.time() - started:.0f}s]", flush=True)

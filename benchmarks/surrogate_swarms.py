@@ -102,7 +102,8 @@ def fit_predict(kind: str, X, y, X_test, seed: int = 0) -> tuple[np.ndarray, flo
 def score(kind, X, y, X_test, y_test, seed=0) -> dict:
     predicted, seconds = fit_predict(kind, X, y, X_test, seed)
     rho = spearman(predicted, y_test)
-    return {"spearman": 100.0 * (0.0 if not np.isfinite(rho) else rho), "regret": 100.0 * top1_regret(predicted, y_test),
+    return {"spearman": 100.0 * (0.0 if not np.isfinite(rho) else rho),
+            "regret": 100.0 * top1_regret(predicted, y_test),
             "seconds": seconds}
 
 
@@ -114,7 +115,8 @@ def simulated_cases(Ks, mixtures, budgets, structures, seeds):
                     swarm = make_swarm(K, structure, seed)
                     X, y, X_test, y_test = swarm_split(swarm, kind, max(budgets), N_TEST, seed)
                     for budget in budgets:
-                        yield (f"sim K={K} {kind}", budget, f"{structure}/{seed}"), X[:budget], y[:budget], X_test, y_test
+                        yield ((f"sim K={K} {kind}", budget, f"{structure}/{seed}"),
+                               X[:budget], y[:budget], X_test, y_test)
 
 
 def regmix_cases(budgets):

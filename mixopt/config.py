@@ -124,9 +124,11 @@ class DataConfig(Section):
 
         own = bool(self.sources or self.split or self.eval)
         if own and self.prepare is not None:
-            raise ValueError("give either prepare (the embedded corpora) or sources/split/eval (your own data), not both")
+            raise ValueError("give either prepare (the embedded corpora) or sources/split/eval (your own data), "
+                             "not both")
         if self.tokenizer != "bytes" and not own:
-            raise ValueError("tokenizer applies to data.sources, data.split and data.eval (prepare builds byte-level corpora)")
+            raise ValueError("tokenizer applies to data.sources, data.split and data.eval "
+                             "(prepare builds byte-level corpora)")
         if self.eval and not (self.sources or self.split):
             raise ValueError("eval sets need training domains: give data.sources or data.split")
         for section in ("sources", "eval"):

@@ -308,7 +308,7 @@ def test_aioli_round_schedule_matches_the_arxiv_stackexchange_recipe():
             segment = []
     assert len(rounds) == 20
     for segments in rounds:
-        probes, (mixture, rest) = segments[:-1], segments[-1]
+        probes, (_mixture, rest) = segments[:-1], segments[-1]
         assert len(probes) == 8 and all(n == 4 for _, n in probes)
         assert sum(n for _, n in probes) + rest == 250
         probed = [int(np.argmax(p)) for p, _ in probes]

@@ -86,8 +86,8 @@ def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:
 
 
 __all__ = [
-    "Surrogate", "Replicas", "ConstantSurrogate", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate", "EnsembleSurrogate",
-    "GaussianProcessSurrogate", "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
+    "Surrogate", "Replicas", "ConstantSurrogate", "LightGBMSurrogate", "LinearSurrogate", "MixingLawSurrogate",
+    "EnsembleSurrogate", "GaussianProcessSurrogate", "fit", "make_surrogate", "SURROGATES", "KINDS", "DEFAULT_MEMBERS",
     "cross_val_predict", "cross_val_rmse", "cv_summary", "out_of_fold", "recombined_mixtures",
     "stacking_weights", "check_X", "check_Xy",
 ]

@@ -35,7 +35,8 @@ price the distance of an unseen run from the others (held-out runs are at that d
 coverage counts only the excess over the typical share u0 of the recombined mixtures:
 coverage = oof error variance * clip((u(x) - u0) / (1 - u0), 0, 1). A mixture leaning on a domain
 that few runs gave weight, or far from every run, is uncertain even where the members agree, while
-mixtures as close to the runs as unseen runs usually are get no more than the bootstrap says. Predictions are clipped to the runs' range widened by one standard deviation before any
+mixtures as close to the runs as unseen runs usually are get no more than the bootstrap says.
+Predictions are clipped to the runs' range widened by one standard deviation before any
 spread is taken: beyond it a form is extrapolating, and by how much does not matter.
 
 The default members are smooth: both mixing laws, ridge models (linear, with log terms, with log
@@ -132,7 +133,7 @@ class EnsembleSurrogate(Surrogate):
             self.honest_oof_ = None
             self.unexplained_ = None
             weights = np.zeros((M, E))
-            weights[np.flatnonzero(admitted)[0]] = 1.0        # too few runs to cross-validate: the first admitted member
+            weights[np.flatnonzero(admitted)[0]] = 1.0  # too few runs to cross-validate: the first admitted member
         self.weights_ = weights
         self.cv_scores_ = scores
         self.instability_ = {makers[m].name: float(instability[m].max()) for m in np.flatnonzero(admitted)}
@@ -145,7 +146,8 @@ class EnsembleSurrogate(Surrogate):
         self.credible_ = np.union1d(credible, used)
         self.coverage_member_ = next((m for m, member in enumerate(makers)
                                       if admitted[m] and hasattr(member, "coverage_program")), None)
-        fitted = set(self.credible_.tolist()) | ({self.coverage_member_} if self.coverage_member_ is not None else set())
+        fitted = (set(self.credible_.tolist())
+                  | ({self.coverage_member_} if self.coverage_member_ is not None else set()))
         self.fitted_members_ = [member.fit(X, Y) if m in fitted else member for m, member in enumerate(makers)]
         self.typical_unexplained_ = None
         coverage = self._coverage_member()
@@ -300,10 +302,14 @@ class EnsembleSurrogate(Surrogate):
         members = self.member_predictions(X, self.credible_)
         if weights is None:
             low, high = self.floor_, self.ceiling_
-            combined = lambda values: np.clip(values, low, high)
+
+            def combined(values):
+                return np.clip(values, low, high)
         else:
             low, high = self._objective_range(weights)
-            combined = lambda values: np.clip(values @ weights, low, high)[..., None]
+
+            def combined(values):
+                return np.clip(values @ weights, low, high)[..., None]
         stacked = combined(np.einsum("me,mne->ne", self.weights_, members))
         alternatives = combined(members[self.credible_])
         variance = np.mean((alternatives - stacked[None]) ** 2, axis=0)

@@ -28,11 +28,11 @@ def featurize(X: np.ndarray, kind: str, eps: float = LOG_EPS) -> np.ndarray:
     if kind == "wlog":
         return np.hstack([X, np.log(np.clip(X, 0.0, None) + eps)])
     if kind == "quad":      # Scheffe's quadratic mixture model: w and every product w_j w_l
-        j, l = pair_indices(X.shape[1])
-        return np.hstack([X, X[:, j] * X[:, l]])
+        first, second = pair_indices(X.shape[1])
+        return np.hstack([X, X[:, first] * X[:, second]])
     if kind == "wlogquad":  # w, log(w + eps) and every product w_j w_l
-        j, l = pair_indices(X.shape[1])
-        return np.hstack([X, np.log(np.clip(X, 0.0, None) + eps), X[:, j] * X[:, l]])
+        first, second = pair_indices(X.shape[1])
+        return np.hstack([X, np.log(np.clip(X, 0.0, None) + eps), X[:, first] * X[:, second]])
     raise InputError(f"unknown features {kind!r}; choose one of {FEATURES}")
 
 
@@ -60,9 +60,9 @@ class LinearMap:
         self.linear = np.ascontiguousarray(scaled[:, :K].T)          # (K, E)
         self.log = np.ascontiguousarray(scaled[:, K:2 * K].T) if kind in ("wlog", "wlogquad") else None
         if kind in ("quad", "wlogquad"):
-            j, l = pair_indices(K)
+            first, second = pair_indices(K)
             self.Q = np.zeros((len(coef), K, K))
-            self.Q[:, j, l] = scaled[:, K + (K if kind == "wlogquad" else 0):]
+            self.Q[:, first, second] = scaled[:, K + (K if kind == "wlogquad" else 0):]
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         if len(X) <= BATCH_ROWS:

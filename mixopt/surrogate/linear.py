@@ -22,7 +22,8 @@ GCV_GRID = np.logspace(-6, 1, 15)
 PAIRWISE_FEATURES_PER_RUN = 4.0     # a pairwise model enters an ensemble with at most this many features per run
 
 
-def ridge_fit(G: np.ndarray, Y: np.ndarray, penalties, sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ridge_fit(G: np.ndarray, Y: np.ndarray, penalties,
+              sample_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ridge on standardised features G (n, p) for every column of Y (n, E).
 
     penalties: one value (fixed) or a grid, searched per column by GCV. Returns intercepts (E,),
@@ -69,7 +70,8 @@ class LinearSurrogate(Surrogate):
         super().__init__(seed)
         self.ridge = ridge
         self.features = features
-        self.name = {"w": "linear", "quad": "quadratic", "wlogquad": "quadratic-wlog"}.get(features, f"linear-{features}")
+        self.name = {"w": "linear", "quad": "quadratic",
+                     "wlogquad": "quadratic-wlog"}.get(features, f"linear-{features}")
 
     def get_params(self) -> dict:
         return {"seed": self.seed, "ridge": self.ridge, "features": self.features}
@@ -96,7 +98,8 @@ class LinearSurrogate(Surrogate):
         G = standardizer(F)
         grid = GCV_GRID if self.ridge is None else [self.ridge]
         fits = [ridge_fit(G[w > 0], Y[w > 0], grid, w[w > 0]) for w in np.atleast_2d(W)]
-        return LinearReplicas(self.features, standardizer, np.stack([f[0] for f in fits]), np.stack([f[1] for f in fits]))
+        return LinearReplicas(self.features, standardizer, np.stack([f[0] for f in fits]),
+                              np.stack([f[1] for f in fits]))
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         out = self.map_(X)
@@ -130,7 +133,8 @@ class LinearReplicas(Replicas):
     def predict(self, X, replica=None):
         X = np.asarray(X, dtype=np.float64)
         if replica is not None:
-            return self.intercepts[replica][None, :] + LinearMap(self.features, self.standardizer, self.coefs[replica])(X)
+            return (self.intercepts[replica][None, :]
+                    + LinearMap(self.features, self.standardizer, self.coefs[replica])(X))
         R, E, p = self.coefs.shape
         out = self.map(X).reshape(len(X), R, E).transpose(1, 0, 2)
         return self.intercepts[:, None, :] + out

@@ -35,7 +35,8 @@ def _soft_l1(z: np.ndarray) -> np.ndarray:
 
 
 def fit_laws(G: np.ndarray, Y: np.ndarray, A: np.ndarray, l2: np.ndarray, iterations: int = 60,
-             robust_scale: float = ROBUST_SCALE, tolerance: float = 1e-6, start: np.ndarray | None = None) -> np.ndarray:
+             robust_scale: float = ROBUST_SCALE, tolerance: float = 1e-6,
+             start: np.ndarray | None = None) -> np.ndarray:
     """Fit B laws at once. G (n, p) standardised features; Y (n, B) standardised targets; A (n, B)
     row weights; l2 (B,) ridge penalties on t (scaled by each problem's total row weight).
     Returns parameters (B, p + 2) as [c, b, t...]. start (B, p + 2): warm start (bootstrap
@@ -239,7 +240,8 @@ class LawReplicas(Replicas):
         if replica is not None:
             params = self.params[replica]
             exponent = params[:, 1] + LinearMap(self.features, self.standardizer, params[:, 2:])(X)
-            return self.y_mean[replica] + self.y_scale[replica] * (params[:, 0] + np.exp(np.clip(exponent, -EXPONENT_CLIP, EXPONENT_CLIP)))
+            return (self.y_mean[replica]
+                    + self.y_scale[replica] * (params[:, 0] + np.exp(np.clip(exponent, -EXPONENT_CLIP, EXPONENT_CLIP))))
         flat = self.params.reshape(R * E, P)
         exponent = self.map(X)
         exponent += flat[:, 1]

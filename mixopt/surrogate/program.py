@@ -47,7 +47,8 @@ class Program:
         self.K = int(K)
         self.const = np.atleast_1d(np.asarray(const, dtype=np.float64))
         P = len(self.const)
-        self.lin = np.zeros((BLOCKS * K, P)) if lin is None else _padded(np.asarray(lin, dtype=np.float64).reshape(-1, P), K)
+        self.lin = (np.zeros((BLOCKS * K, P)) if lin is None
+                    else _padded(np.asarray(lin, dtype=np.float64).reshape(-1, P), K))
         if A is None:
             self.A = np.zeros((BLOCKS * K, 0))
         else:

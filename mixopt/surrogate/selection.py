@@ -119,7 +119,8 @@ def out_of_fold(model_or_oof, Y, X=None, folds: int = 5, seed: int = 0) -> np.nd
             oof = getattr(model_or_oof, "oof_", None)
         if oof is None:
             if X is None:
-                raise InputError(f"{model_or_oof.name} surrogate kept no out-of-fold predictions: pass X to cross-validate it")
+                raise InputError(f"{model_or_oof.name} surrogate kept no out-of-fold predictions: "
+                                 "pass X to cross-validate it")
             oof = cross_val_predict(model_or_oof.clone, X, Y, folds=min(folds, len(Y)), seed=seed)
     else:
         oof = model_or_oof
