@@ -18,13 +18,15 @@ harmful one: the best of many noisy runs looks better than it is (the winner's c
   * Skill is measured out of sample: the cross-validated R^2 of the objective, with the stacking
     weights of the ensemble cross-fitted too, so that noise alone gives about zero.
   * The constrained search stays within a trust region whose radius grows with that skill: within
-    `trust_radius(skill)` (total variation) of the prior and of a run, and inside the range of each
-    domain's weight over the runs (no domain is driven to zero or to its cap unless runs went there).
-    It minimises the prediction plus `risk` times the surrogate's uncertainty.
+    `trust_radius(skill)` (total variation) of the prior and of a run, and inside the range of
+    shares that at least three runs reached (no domain is driven to zero or to its cap on the word
+    of one lucky run). It minimises the prediction plus `risk` times the surrogate's uncertainty.
   * The search's best mixture (the candidate) is recommended only when its predicted gain over the
-    prior is significant: the whole 95% interval of f(candidate) - f(prior) lies below zero and the
-    skill is positive (see `Gain`). Otherwise the prior is recommended, with the candidate and its
-    interval reported beside it ("no significant gain: keep the prior").
+    prior, shrunk by the surrogate's out-of-fold calibration, is significant: the whole 95% interval
+    lies below zero and the skill is positive. Otherwise the prior is recommended, with the
+    candidate and its interval reported beside it ("no significant gain: keep the prior").
+    The measures live in mixopt.trust; benchmarks/trust.py checks them on simulators and flat
+    objectives.
 
 By default the surrogate is fitted to every loss column (one law per evaluation set, as in Data
 Mixing Laws) and the search minimises the objective-weighted sum of the columns; fit="objective"
@@ -32,6 +34,9 @@ fits the weighted objective alone.
 
 Asking is deterministic given the seed and what has been told, so a study that is replayed against
 a store of finished runs asks for the same mixtures and resumes where it stopped.
+
+(One concept, the ask/tell study, in one module of about 450 lines: Study's methods share its
+state, and splitting them would only scatter it.)
 """
 
 from __future__ import annotations
@@ -46,6 +51,15 @@ from mixopt import surrogate as surrogates
 from mixopt.errors import InputError, StudyError
 from mixopt.search import SearchResult, diverse_best, search
 from mixopt.space import MixtureSpace
+from mixopt.trust import (
+    BOX_RUNS,
+    Gain,
+    calibration_slope,
+    gain_interval,
+    objective_out_of_fold,
+    objective_skill,
+    trust_radius,
+)
 
 Evaluate = Callable[[np.ndarray], np.ndarray]
 
@@ -67,117 +81,6 @@ def objective_weights(objective, n_columns: int, names: Sequence[str] | None = N
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise InputError(f"objective weights must be non-negative, finite and not all zero, got {weights.tolist()}")
     return weights / weights.sum()
-
-
-TRUST_MIN = 0.05       # trust radius (total variation from the prior and a run) when the surrogate has no skill
-TRUST_FULL_SKILL = 0.9  # cross-validated R^2 from which the search may go anywhere in the space
-
-
-def trust_radius(skill: float) -> float:
-    """How far (total variation) the search may go from the prior and from the runs the surrogate
-    was fitted on, from the surrogate's cross-validated R^2 on the objective: TRUST_MIN when it
-    explains nothing, growing linearly to the whole space (1) at TRUST_FULL_SKILL. Weak evidence
-    keeps the recommendation next to the prior; strong evidence lets it go far."""
-    if not np.isfinite(skill) or skill <= 0:
-        return TRUST_MIN
-    return float(min(1.0, TRUST_MIN + (1.0 - TRUST_MIN) * skill / TRUST_FULL_SKILL))
-
-
-def objective_out_of_fold(model, X: np.ndarray, Y: np.ndarray, weights: np.ndarray | None,
-                          seed: int = 0) -> np.ndarray | None:
-    """(n,) out-of-fold predictions of the objective Y @ weights (Y's one column when weights is
-    None): the ensemble's, with cross-fitted stacking weights (`honest_oof_`: each run predicted by
-    members and stacking weights that never saw it), or a k-fold refit of `model`; None under 4 runs."""
-    if getattr(model, "honest_oof_", None) is None and getattr(model, "oof_", None) is None and len(X) < 4:
-        return None
-    oof = surrogates.out_of_fold(model, Y, X=X, seed=seed)
-    return oof[:, 0] if weights is None else oof @ weights
-
-
-def objective_skill(observed: np.ndarray, predicted: np.ndarray | None) -> float:
-    """Cross-validated R^2 of the objective, clipped to [0, 1]: 0 when out-of-fold predictions do
-    no better than the mean (noise alone scores about 0 with cross-fitted stacking)."""
-    variance = float(np.var(observed))
-    if predicted is None or variance <= 0:
-        return 0.0
-    return float(np.clip(1.0 - np.mean((predicted - observed) ** 2) / variance, 0.0, 1.0))
-
-
-GAIN_LEVEL = 0.95
-
-
-@dataclass(frozen=True)
-class Gain:
-    """The predicted gain of the search's best mixture over the prior: f(candidate) - f(prior) of the
-    surrogate's objective (negative: the candidate is predicted better), with a `level` interval
-    that accounts for the search having picked the candidate among many (see gain_interval).
-    `significant`: the whole interval lies below zero and the surrogate has skill, so the candidate
-    is recommended; otherwise the prior is."""
-
-    estimate: float
-    low: float
-    high: float
-    level: float
-    significant: bool
-    candidate: np.ndarray
-    candidate_predicted: float
-
-    def to_json(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level,
-                "significant": self.significant, "candidate": self.candidate.tolist(),
-                "candidate_predicted": self.candidate_predicted}
-
-
-def difference_spread(model, a: np.ndarray, b: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
-    """The surrogate's uncertainty about d = f(a) - f(b) of its objective, in two parts:
-    (sampling, form). sampling: the spread of d over the surrogate's bootstrap replicas (what the
-    runs' noise leaves uncertain, and what a search can exploit). form: for ensembles, the spread of
-    the members' own d around the stacked d, each member counted by its stacking weight (model
-    forms that fit the runs alike but extrapolate differently); 0 for a single model."""
-    points = np.vstack([a, b])
-    v = None if weights is None else np.asarray(weights, dtype=np.float64)
-
-    def objective(values):          # (..., 2, E) -> (..., 2)
-        return values[..., 0] if v is None else values @ v
-
-    sampling = form = 0.0
-    replicas = model.predict_replicas(points)
-    if replicas is not None:
-        d = objective(replicas)
-        sampling = float(np.std(d[:, 0] - d[:, 1]))
-    stacking = getattr(model, "weights_", None)
-    if stacking is not None and hasattr(model, "member_predictions"):
-        share = stacking @ (np.ones(stacking.shape[1]) / stacking.shape[1] if v is None else v)   # (M,)
-        used = np.flatnonzero(share > 0)
-        members = objective(model.member_predictions(points, used)[used])
-        d_members = members[:, 0] - members[:, 1]
-        d_stacked = float(share[used] @ d_members / share[used].sum())
-        form = float(np.sqrt(share[used] @ (d_members - d_stacked) ** 2 / share[used].sum()))
-    return sampling, form
-
-
-def gain_interval(model, model_objective, candidate: np.ndarray, prior: np.ndarray, skill: float,
-                  mean, level: float = GAIN_LEVEL) -> Gain:
-    """The Gain of `candidate` over `prior` under the fitted surrogate: the predicted difference with a
-    normal interval from the difference's sampling and model-form spread (difference_spread).
-
-    The search picked the candidate for its predicted gain, so the estimate leans optimistic (the
-    winner's curse); the interval stays honest because the gain counts only where the surrogate has
-    skill measured out of sample and the search may move only as far from the prior as that skill
-    allows (trust_radius). On simulators whose noise ranges from negligible to twice the spread
-    between mixtures, these intervals held the true gain of every candidate (benchmarks/trust.py).
-    A bootstrap estimate of the optimism, taken off the estimate, proved far too pessimistic there:
-    resampled runs extrapolate more wildly than the runs themselves."""
-    from scipy.stats import norm
-
-    predicted = float(mean(candidate[None, :])[0])
-    estimate = predicted - float(mean(prior[None, :])[0])
-    sampling, form = difference_spread(model, candidate, prior, model_objective)
-    half = float(norm.ppf(0.5 + level / 2) * np.hypot(sampling, form))
-    low, high = estimate - half, estimate + half
-    significant = bool(high < 0 and skill > 0)
-    return Gain(estimate=estimate, low=low, high=high, level=level, significant=significant,
-                candidate=candidate.copy(), candidate_predicted=predicted)
 
 
 AUTO_ROUNDS = 3
@@ -476,7 +379,8 @@ class Study:
         best_observed = X[ranked[0]] if len(ranked) else None
         gain = None
         if self.trust:
-            gain = gain_interval(model, model_objective, chosen, self.prior, skill, mean)
+            gain = gain_interval(model, model_objective, chosen, self.prior, skill, mean,
+                                 calibration=calibration_slope(observed, cv_predicted))
             if not gain.significant:
                 chosen = self.prior.copy()
         elif best_observed is not None:
@@ -509,11 +413,14 @@ class Study:
         return result
 
     def _observed_box(self, X: np.ndarray) -> MixtureSpace:
-        """The space cut to the range of each domain's weight over the runs (and the prior): the
-        search never recommends a share that no run trained on, so a domain is driven to zero or
-        to its cap only where runs went there."""
-        lower = np.maximum(self.space.lower, np.minimum(X.min(axis=0), self.prior))
-        upper = np.minimum(self.space.upper, np.maximum(X.max(axis=0), self.prior))
+        """The space cut to the range of each domain's weight that several runs reached (and the
+        prior): from the `BOX_RUNS`-th smallest to the `BOX_RUNS`-th largest share over the runs. The
+        search never recommends a share that only one lucky run trained on, so a domain is driven to
+        zero or to its cap only where runs went there."""
+        order = np.sort(X, axis=0)
+        k = min(BOX_RUNS, len(X)) - 1
+        lower = np.maximum(self.space.lower, np.minimum(order[k], self.prior))
+        upper = np.minimum(self.space.upper, np.maximum(order[len(X) - 1 - k], self.prior))
         space = self.space
         return MixtureSpace(space.domains, space.tokens, target_tokens=space.target_tokens,
                             max_epochs=space.max_epochs, min_weights=lower, max_weights=upper)

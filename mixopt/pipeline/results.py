@@ -11,6 +11,9 @@ domain, `eval_sets` distinct names that are not domains, `objective.metric` loss
 eval sets: held-out sets that were scored but never trained on).
 Its errors name the file and the field: DataError, or InputError prefixed with the argument that
 named the file (`--mixture`). `recommendation_payload` is the one writer of the same file.
+
+One module on purpose: the recommendation's one writer (`recommendation_payload`) and one reader
+(`Recommendation.from_json`) sit together, so the file's format is defined in one place.
 """
 
 from __future__ import annotations
@@ -315,7 +318,7 @@ def cv_record(result: Result) -> dict:
 
 
 def gain_summary(result: Result, space: MixtureSpace, units: str = METRIC_UNITS["loss"]) -> dict | None:
-    """The search's best mixture against the prior (see mixopt.study.Gain), with one verdict line:
+    """The search's best mixture against the prior (see mixopt.trust.Gain), with one verdict line:
     the gain and its interval when it is significant (and the candidate is recommended), or "no
     significant gain: keep <prior>" when the study cannot tell."""
     gain = result.gain
