@@ -7,6 +7,9 @@ Subclasses implement three hooks and stay free of bookkeeping:
     _get_state() / _set_state(dict)   their dynamic state, JSON-ready
 
 and set `self.mixture` (the current non-probe mixture) whenever it changes.
+
+One module on purpose (about 430 lines): the ask/tell protocol, its bookkeeping, caps and saved
+state are what every mixer shares; a mixer's own logic lives in its subclass's module.
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ Use:
 Without forgetting the final losses depend only on the total exposure, so the best static
 mixture in hindsight is also the best schedule; with forgetting recent data counts more and a
 schedule can beat it. `suite()` lists the benchmark cases (several families, K from 3 to 20).
+
+One module on purpose (about 470 lines): the loss model, its families and the benchmark suite
+are one simulator, and each family's parameters are drawn beside the law that uses them.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from mixopt.surrogate.gp import GaussianProcessSurrogate
 from mixopt.surrogate.lightgbm_model import LightGBMSurrogate
 from mixopt.surrogate.linear import ConstantSurrogate, LinearSurrogate
 from mixopt.surrogate.mixing_law import MixingLawSurrogate
+from mixopt.surrogate.registry import SURROGATES, make_surrogate
 from mixopt.surrogate.selection import (
     cross_val_predict,
     cross_val_rmse,
@@ -43,27 +44,9 @@ from mixopt.surrogate.selection import (
     stacking_weights,
 )
 
-SURROGATES = {
-    "mixing-law": lambda seed: MixingLawSurrogate(seed=seed, features="w", l2=1e-4),
-    "mixing-law-wlog": lambda seed: MixingLawSurrogate(seed=seed, features="wlog", l2=1e-3),
-    "constant": lambda seed: ConstantSurrogate(seed=seed),
-    "gp": lambda seed: GaussianProcessSurrogate(seed=seed),
-    "linear": lambda seed: LinearSurrogate(seed=seed),
-    "linear-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlog"),
-    "quadratic": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="quad"),
-    "lightgbm": lambda seed: LightGBMSurrogate(seed=seed),
-    "regmix-lightgbm": lambda seed: LightGBMSurrogate(seed=seed, regmix=True),
-    "ensemble": lambda seed: EnsembleSurrogate(seed=seed),
-    "quadratic-wlog": lambda seed: LinearSurrogate(seed=seed, ridge=None, features="wlogquad"),
-    "ensemble-lightgbm": lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("lightgbm",)),
-}
+SURROGATES["ensemble"] = lambda seed: EnsembleSurrogate(seed=seed)
+SURROGATES["ensemble-lightgbm"] = lambda seed: EnsembleSurrogate(seed=seed, members=DEFAULT_MEMBERS + ("lightgbm",))
 KINDS = tuple(SURROGATES) + ("auto",)
-
-
-def make_surrogate(kind: str, seed: int = 0) -> Surrogate:
-    if kind not in SURROGATES:
-        raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted(KINDS)}")
-    return SURROGATES[kind](seed)
 
 
 def fit(X, y, seed: int = 0, kind: str = "auto") -> Surrogate:

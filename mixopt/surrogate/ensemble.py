@@ -55,6 +55,7 @@ import numpy as np
 from mixopt.errors import InputError
 from mixopt.io import atomic_write_json
 from mixopt.surrogate.base import Surrogate
+from mixopt.surrogate.registry import make_surrogate
 from mixopt.surrogate.selection import fold_weights, recombined_mixtures, stacking_weights
 
 DEFAULT_MEMBERS = ("mixing-law", "mixing-law-wlog", "linear-wlog", "linear", "quadratic-wlog", "gp", "constant")
@@ -83,8 +84,6 @@ class EnsembleSurrogate(Surrogate):
         return {"seed": self.seed, "members": self.members, "folds": self.folds, "bootstrap": self.bootstrap}
 
     def _make(self, kind: str) -> Surrogate:
-        from mixopt.surrogate import make_surrogate
-
         return make_surrogate(kind, self.seed)
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:

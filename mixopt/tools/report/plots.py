@@ -5,6 +5,8 @@
     3. per-domain response curves of the surrogate (plot_response);
     4. for online runs, the weight trajectories and the per-domain losses (plot_online_*).
 See mixopt/tools/report/__init__.py for what each shows.
+
+One module on purpose (about 410 lines): every figure of the report, drawn with one style.
 """
 
 from __future__ import annotations
