@@ -58,6 +58,7 @@ from mixopt.errors import ConfigError, InputError
 from mixopt.io import atomic_write_json, atomic_write_parquet, atomic_write_text, json_ready, read_reusable_json
 from mixopt.pipeline.results import Recommendation
 from mixopt.stats import ordinal_ranks, paired_noise, spearman, t_interval
+from mixopt.tools.numbers import format_interval, format_number
 
 SCALES = ("proxy", "large")
 BASELINES = ("natural", "uniform")
@@ -311,18 +312,6 @@ def _none(value):
     return value if value is not None and math.isfinite(value) else None
 
 
-def _number(value, digits: int = 4, sign: bool = False) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _interval(row: dict, sign: bool = False) -> str:
-    if row["n"] < 2:
-        return "n/a"
-    return f"[{_number(row['low'], sign=sign)}, {_number(row['high'], sign=sign)}]"
-
-
 def validate_markdown(result: dict) -> str:
     """validate.md: per scale the mixtures' means with intervals and ranks, the paired differences,
     the noise; then the Spearman figures and the verdicts."""
@@ -337,22 +326,23 @@ def validate_markdown(result: dict) -> str:
                   f"| mixture | mean | 95% CI | rank | {seed_columns} |",
                   "|---|---:|---:|---:|" + "---:|" * len(seeds)]
         for row in sorted(summary["mixtures"], key=lambda r: r["rank"]):
-            lines.append(f"| {row['name']} | {_number(row['mean'])} | {_interval(row)} | {row['rank']} | "
-                         + " | ".join(_number(v) for v in row["per_seed"]) + " |")
+            lines.append(f"| {row['name']} | {format_number(row['mean'])} | {format_interval(row)} | {row['rank']} | "
+                         + " | ".join(format_number(v) for v in row["per_seed"]) + " |")
         lines += ["", f"| paired difference | mean | 95% CI | {seed_columns} |",
                   "|---|---:|---:|" + "---:|" * len(seeds)]
         for row in summary["differences"]:
-            lines.append(f"| {row['name']} | {_number(row['mean'], sign=True)} | {_interval(row, sign=True)} | "
-                         + " | ".join(_number(v, sign=True) for v in row["per_seed"]) + " |")
+            lines.append(f"| {row['name']} | {format_number(row['mean'], sign=True)} | "
+                         f"{format_interval(row, sign=True)} | "
+                         + " | ".join(format_number(v, sign=True) for v in row["per_seed"]) + " |")
         noise = summary["noise"]
         lines += ["", f"Seed noise of a paired difference (pooled over {noise['mixtures']} mixtures, "
-                      f"{noise['df']} degrees of freedom): sd {_number(noise['sd'])} {units}; "
-                      f"resolution over {noise['seeds']} seeds: {_number(noise['resolution'])} {units}.", ""]
+                      f"{noise['df']} degrees of freedom): sd {format_number(noise['sd'])} {units}; "
+                      f"resolution over {noise['seeds']} seeds: {format_number(noise['resolution'])} {units}.", ""]
     rho = result.get("spearman")
     if rho:
-        per_seed = ", ".join(f"seed {s}: {_number(v, 3)}" for s, v in rho["per_seed"].items())
-        lines += [f"Spearman(proxy, large): {per_seed}; pooled ({rho['pooled_is']}): {_number(rho['pooled'], 3)}.",
-                  ""]
+        per_seed = ", ".join(f"seed {s}: {format_number(v, 3)}" for s, v in rho["per_seed"].items())
+        pooled = format_number(rho["pooled"], 3)
+        lines += [f"Spearman(proxy, large): {per_seed}; pooled ({rho['pooled_is']}): {pooled}.", ""]
     lines += ["Verdicts:"] + [f"- {line}" for line in result["verdicts"]]
     trained = sum(result["scales"][scale]["seconds"] for scale in SCALES)
     lines.append(f"\nTraining took {trained / 60:.1f} min in all; this invocation {result['seconds'] / 60:.1f} min.")

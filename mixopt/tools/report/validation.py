@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from mixopt.io import atomic_write_bytes, atomic_write_text
+from mixopt.tools.numbers import format_interval, format_number
 from mixopt.tools.report.html import CSS, _figure_html, _table
 from mixopt.tools.report.plots import Plot, _figure, _png
 
@@ -100,36 +101,26 @@ def render_validation_html(result: dict, plot: Plot) -> str:
              "<h2>Verdicts</h2>", "<ul>" + "".join(f"<li>{html.escape(v)}</li>" for v in result["verdicts"]) + "</ul>"]
     rho = result.get("spearman")
     if rho:
-        rows = [[f"seed {seed}", _fmt(value, 3)] for seed, value in rho["per_seed"].items()]
-        rows.append([f"pooled ({rho['pooled_is']})", _fmt(rho["pooled"], 3)])
+        rows = [[f"seed {seed}", format_number(value, 3)] for seed, value in rho["per_seed"].items()]
+        rows.append([f"pooled ({rho['pooled_is']})", format_number(rho["pooled"], 3)])
         parts += ["<h2>Proxy against large ranking (Spearman)</h2>", _table(["", "Spearman"], rows)]
     parts += ["<h2>Intervals</h2>", _figure_html(plot)]
     for scale, summary in result["summary"].items():
         parts.append(f"<h2>{html.escape(scale)} scale</h2>")
-        rows = [[row["name"], _fmt(row["mean"]), _ci(row), row["rank"]]
+        rows = [[row["name"], format_number(row["mean"]), format_interval(row), row["rank"]]
                 for row in sorted(summary["mixtures"], key=lambda row: row["rank"])]
         parts.append(_table(["mixture", f"mean ({units})", "95% CI", "rank"], rows))
-        rows = [[row["name"], _fmt(row["mean"], sign=True), _ci(row, sign=True)] for row in summary["differences"]]
+        rows = [[row["name"], format_number(row["mean"], sign=True), format_interval(row, sign=True)]
+                for row in summary["differences"]]
         if rows:
             parts.append(_table(["paired difference", f"mean ({units})", "95% CI"], rows))
         noise = summary["noise"]
-        parts.append(f'<p class="note">Seed noise of a paired difference: sd {_fmt(noise["sd"])} {html.escape(units)} '
+        unit = html.escape(units)
+        parts.append(f'<p class="note">Seed noise of a paired difference: sd {format_number(noise["sd"])} {unit} '
                      f"(pooled over {noise['mixtures']} mixtures, {noise['df']} degrees of freedom); "
-                     f"resolution over {noise['seeds']} seeds: {_fmt(noise['resolution'])} {html.escape(units)}.</p>")
+                     f"resolution over {noise['seeds']} seeds: {format_number(noise['resolution'])} {unit}.</p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
-
-
-def _fmt(value, digits: int = 4, sign: bool = False) -> str:
-    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "n/a"
-    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
-
-
-def _ci(row: dict, sign: bool = False) -> str:
-    if row["n"] < 2:
-        return "n/a"
-    return f"[{_fmt(row['low'], sign=sign)}, {_fmt(row['high'], sign=sign)}]"
 
 
 def write_validation_page(result: dict, out_dir: str | Path) -> Path:
