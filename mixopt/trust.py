@@ -16,7 +16,14 @@ import numpy as np
 
 from mixopt import surrogate as surrogates
 
-BOX_RUNS = 3           # a share counts as observed when this many runs reached it
+BOX_RUNS = 3           # a share counts as observed when this many runs reached it ...
+BOX_MIN_STUDY = 18     # ... in a study of at least this many runs (a smaller one: one run)
+
+
+def box_runs(n_runs: int) -> int:
+    """How many runs must reach a share for the search to recommend it: BOX_RUNS in a study of
+    BOX_MIN_STUDY runs or more; one in a smaller study, whose few runs must each count."""
+    return BOX_RUNS if n_runs >= BOX_MIN_STUDY else 1
 TRUST_MIN = 0.05       # trust radius (total variation from the prior and a run) when the surrogate has no skill
 TRUST_FULL_SKILL = 0.9  # cross-validated R^2 from which the search may go anywhere in the space
 

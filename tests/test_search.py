@@ -4,7 +4,7 @@ import pytest
 import mixopt
 from mixopt import InputError, MixtureSpace, Study
 from mixopt.search import search
-from mixopt.trust import TRUST_MIN, calibration_slope
+from mixopt.trust import TRUST_MIN, box_runs, calibration_slope
 
 
 def tight_space():
@@ -127,13 +127,14 @@ def test_the_recommendation_stays_inside_the_range_the_runs_cover():
 def test_a_share_only_one_run_reached_is_not_recommended():
     space = MixtureSpace(["a", "b", "c", "d"], [1e9] * 4)
     rng = np.random.default_rng(1)
-    X = np.vstack([space.natural, 0.6 * space.sample(23, rng) + 0.4 * space.natural])   # every share <= 0.7
+    X = np.vstack([space.natural, 0.6 * space.sample(29, rng) + 0.4 * space.natural])   # every share <= 0.7
     X[1] = [0.9, 0.04, 0.03, 0.03]                   # one lucky run far out on `a`
     optimum = np.array([1.0, 0.0, 0.0, 0.0])
     Y = 2.0 + ((X - optimum) ** 2).sum(axis=1, keepdims=True)
     study = Study(space, budget=len(X), rounds=1, seed=0)
     study.tell(X, Y)
     result = study.recommend()
+    assert box_runs(len(X)) == 3
     third_largest = np.sort(X[:, 0])[-3]
     assert result.gain.significant
     assert result.weights[0] <= third_largest + 1e-6 < X[1, 0]
