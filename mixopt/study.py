@@ -19,7 +19,7 @@ harmful one: the best of many noisy runs looks better than it is (the winner's c
     weights of the ensemble cross-fitted too, so that noise alone gives about zero.
   * The constrained search stays within a trust region whose radius grows with that skill: within
     `trust_radius(skill)` (total variation) of the prior and of a run, and inside the range of
-    shares that at least three runs reached (one in a study of under 18 runs): no domain is
+    shares that at least three runs reached (one in a study of under 12 runs): no domain is
     driven to zero or to its cap on the word of one lucky run. It minimises the prediction plus
     `risk` times the surrogate's uncertainty.
   * The search's best mixture (the candidate) is recommended only when its predicted gain over the
@@ -416,7 +416,7 @@ class Study:
     def _observed_box(self, X: np.ndarray) -> MixtureSpace:
         """The space cut to the range of each domain's weight that several runs reached (and the
         prior): from the k-th smallest to the k-th largest share over the runs, k = box_runs (3 in a
-        study of 18 runs or more). The search never recommends a share that only one lucky run
+        study of 12 runs or more). The search never recommends a share that only one lucky run
         trained on, so a domain is driven to zero or to its cap only where runs went there."""
         order = np.sort(X, axis=0)
         k = box_runs(len(X)) - 1

@@ -17,7 +17,7 @@ import numpy as np
 from mixopt import surrogate as surrogates
 
 BOX_RUNS = 3           # a share counts as observed when this many runs reached it ...
-BOX_MIN_STUDY = 18     # ... in a study of at least this many runs (a smaller one: one run)
+BOX_MIN_STUDY = 12     # ... in a study of at least this many runs (a smaller one: one run)
 
 
 def box_runs(n_runs: int) -> int:
