@@ -55,7 +55,7 @@ from mixopt.config import load_config  # noqa: E402
 from mixopt.data.corpus import Corpus  # noqa: E402
 from mixopt.io import atomic_write_json  # noqa: E402
 from mixopt.pipeline.context import build_space  # noqa: E402
-from mixopt.stats import spearman  # noqa: E402
+from mixopt.stats import paired_noise, spearman  # noqa: E402
 
 BASE = dict(preset="cpu-0.5m", tokens=262_144, batch_size=8, seq_len=128, lr=3e-3, eval_tokens=16_384,
             schedule="cosine", final_lr=0.1, warmup=0.1, compile=False, device="cpu")
@@ -174,9 +174,7 @@ EVAL_UNITS = {"last": 1, "last32k": LARGE_EVAL, "mean3": 3, "curve": len(CURVE_F
 # -- analysis ------------------------------------------------------------------------------------------
 def signal(objective: np.ndarray) -> tuple[float, float]:
     """(noise, spread) of an (M, S) table of objectives (see the module docstring)."""
-    M, S = objective.shape
-    residual = objective - objective.mean(axis=1, keepdims=True) - objective.mean(axis=0) + objective.mean()
-    noise = math.sqrt(float(np.sum(residual ** 2)) / ((M - 1) * (S - 1)))
+    noise = paired_noise(objective).sd / math.sqrt(2.0)          # one run's, not a paired difference's
     spread = float(np.std(objective.mean(axis=1), ddof=1))
     return noise, spread
 

@@ -29,5 +29,5 @@ SURROGATES: dict[str, Callable[[int], Surrogate]] = {
 
 def make_surrogate(kind: str, seed: int = 0) -> Surrogate:
     if kind not in SURROGATES:
-        raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted(SURROGATES) + ['auto']}")
+        raise InputError(f"unknown surrogate {kind!r}; choose one of {sorted([*SURROGATES, 'auto'])}")
     return SURROGATES[kind](seed)
