@@ -157,9 +157,21 @@ class SpaceConfig(Section):
         return value
 
 
+class FidelityConfig(Section):
+    """Short proxies first (study.fidelity): `short_proxies` runs on `short_tokens` of proxy.tokens,
+    then the study's `proxies` full-length runs, the first of them promoted from the short runs."""
+
+    short_proxies: int = Field(ge=2)
+    """Short runs, a space-filling first round (beside study.proxies)."""
+    short_tokens: float = Field(default=0.25, gt=0, lt=1)
+    """Their training tokens, as a fraction of proxy.tokens (their schedule fits that length)."""
+
+
 class StudyConfig(Section):
     proxies: int = Field(default=16, ge=2)
-    """Budget: proxy runs that the surrogate is fitted on (the main seed)."""
+    """Budget: full-length proxy runs that the surrogate is fitted on (the main seed)."""
+    fidelity: FidelityConfig | None = None
+    """None (or false, "off"): every proxy at full length."""
     rounds: int = Field(default=1, ge=1)
     seed: int = Field(default=0, ge=0)
     noise_repeats: int = Field(default=2, ge=0)
@@ -173,6 +185,11 @@ class StudyConfig(Section):
     cpus_per_task: float = Field(default=1.0, gt=0)
     gpus_per_task: float = Field(default=0.25, ge=0, le=1)
     """Used only when the cluster has GPUs."""
+
+    @field_validator("fidelity", mode="before")
+    @classmethod
+    def _fidelity_off(cls, value):
+        return None if value in (False, "off", "none") else value
 
 
 class ObjectiveConfig(Section):

@@ -107,6 +107,43 @@ def split_budget(budget: int, rounds: int, first_share: float = 0.5) -> list[int
     return [first] + later
 
 
+@dataclass(frozen=True)
+class Fidelity:
+    """Multi-fidelity studies: `runs` short proxies, trained on `fraction` of the tokens, come
+    first (a space-filling round); the full-length rounds then begin by promoting the short runs'
+    most promising mixtures to full length (successive halving, retrained at full length). Short
+    runs count beside the budget of full-length runs, at `fraction` of a run's compute each."""
+
+    runs: int
+    fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if isinstance(self.runs, bool) or not isinstance(self.runs, (int, np.integer)) or self.runs < 2:
+            raise InputError(f"fidelity runs must be an integer of at least 2, got {self.runs!r}")
+        if isinstance(self.fraction, bool) or not 0 < float(self.fraction) < 1:
+            raise InputError(f"fidelity fraction must lie in (0, 1), got {self.fraction!r}")
+
+
+MIN_PAIRS_FOR_SLOPE = 4
+
+
+def fidelity_map(short: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per loss column, the linear map full = intercept + slope * short fitted on mixtures run at
+    both lengths ((m, E) each, same rows): least squares (the expected full-length loss given the
+    short one, so a noisy short loss is shrunk toward the mean), slope clipped to [0, 3]; with fewer
+    than 4 pairs, or short losses that do not vary, slope 1 and the mean shift."""
+    short, full = np.atleast_2d(short), np.atleast_2d(full)
+    slope = np.ones(short.shape[1])
+    if len(short) >= MIN_PAIRS_FOR_SLOPE:
+        centred = short - short.mean(axis=0)
+        variance = np.sum(centred**2, axis=0)
+        varies = variance > 1e-12
+        slope[varies] = np.clip(np.sum(centred * (full - full.mean(axis=0)), axis=0)[varies] / variance[varies],
+                                0.0, 3.0)
+    intercept = full.mean(axis=0) - slope * short.mean(axis=0)
+    return intercept, slope
+
+
 @dataclass
 class Result:
     """What a study recommends, with the evidence behind it."""
@@ -131,6 +168,7 @@ class Result:
     gain: Gain | None = None                  # the search's best mixture against the prior (trust only)
     cv_predicted: np.ndarray | None = None    # (m,) out-of-fold objective of the m finished runs (None: < 4 runs)
     cv_observed: np.ndarray | None = None     # (m,) their observed objective
+    short_runs: int = 0                       # short runs the surrogate also learned from (Fidelity)
 
     def predict_objective(self, X) -> np.ndarray:
         """(n,) the surrogate's objective at mixtures X."""
@@ -164,7 +202,9 @@ class Study:
     rounds: how many rounds the budget is spent over (the first gets half, the rest share the
     other half); None (the default): 3, fewer when the later rounds would get under 4 runs each.
     design: how later rounds choose mixtures: "lcb" (lower confidence bound, the default), "local"
-    (around the search's best mixture) or "random" (the sampler again).
+    (around the search's best mixture) or "random" (the sampler again). fidelity: a Fidelity
+    (short runs first, then the budget's full-length runs, see `Fidelity`), or None: every run at
+    full length.
     exploration: the LCB's multiple of the bootstrap spread. fit: "columns" (a surrogate per loss
     column, combined by the objective) or "objective" (one surrogate of the weighted objective).
     risk: the recommendation minimises the prediction plus `risk` times the surrogate's uncertainty
@@ -194,6 +234,7 @@ class Study:
         first_share: float = 0.5,
         trust: bool = True,
         prior=None,
+        fidelity: Fidelity | None = None,
     ):
         if not isinstance(space, MixtureSpace):
             raise InputError(f"space must be a MixtureSpace, got {type(space).__name__}")
@@ -218,7 +259,14 @@ class Study:
         self.seed = int(seed)
         if not 0 < first_share <= 1:
             raise InputError(f"first_share must lie in (0, 1], got {first_share!r}")
+        if fidelity is not None and not isinstance(fidelity, Fidelity):
+            raise InputError(f"fidelity must be a Fidelity or None, got {type(fidelity).__name__}")
+        self.fidelity = fidelity
         self.round_sizes = split_budget(self.budget, int(rounds), first_share)
+        self.round_fractions = [1.0] * len(self.round_sizes)
+        if fidelity is not None:
+            self.round_sizes = [int(fidelity.runs)] + self.round_sizes
+            self.round_fractions = [float(fidelity.fraction)] + self.round_fractions
         self.surrogate_kind = surrogate
         self.search_method = search
         self.search_options = dict(search_options or {})
@@ -231,6 +279,7 @@ class Study:
         self.prior = space.natural if prior is None else space.project(space.validate(prior, "prior"))[0]
         self.X = np.empty((0, space.K))
         self.Y: np.ndarray | None = None
+        self.fractions = np.empty(0)        # (n,) each told run's share of the full tokens
         self.rounds_told = 0
         self._asked: tuple[int, np.ndarray] | None = None
         self._recommended: tuple[int, Result] | None = None
@@ -242,7 +291,13 @@ class Study:
 
     @property
     def remaining(self) -> int:
-        return self.budget - len(self.X)
+        """Runs still to ask, short ones included."""
+        return sum(self.round_sizes) - len(self.X)
+
+    @property
+    def round_fraction(self) -> float:
+        """The share of the full tokens that the next round's runs train on (1.0: full length)."""
+        return self.round_fractions[self.rounds_told] if not self.done else 1.0
 
     def ask(self) -> np.ndarray:
         """Mixtures for the next round; the same ones again until that round is told."""
@@ -254,6 +309,8 @@ class Study:
         rng = np.random.default_rng([self.seed, self.rounds_told])
         if self.rounds_told == 0 or self._finished().sum() < 2:
             design = np.vstack([self.space.natural[None, :], self.space.sample(max(size - 1, 0), rng)])[:size]
+        elif self.fidelity is not None and self.rounds_told == 1:
+            design = self._promote(size, rng)
         else:
             design = self._ask_sequential(size, rng)
         self._asked = (self.rounds_told, design)
@@ -275,6 +332,24 @@ class Study:
             chosen = self._lcb_batch(current, size - local, rng, extra=near)
             return np.vstack([chosen[:1], near, chosen[1:]])[:size]
         return self._lcb_batch(current, size, rng)
+
+    def _promote(self, size: int, rng: np.random.Generator) -> np.ndarray:
+        """The first full-length round of a multi-fidelity study: the natural mixture, then the short
+        runs' mixtures with the lowest lower confidence bound under the surrogate fitted on them,
+        kept apart (successive halving: the promising and the uncertain go on). Each promoted
+        mixture, run at both lengths, also teaches the map from short to full-length losses."""
+        current = self.recommend()
+        natural = self.space.natural
+        short = self.X[self._finished()]
+        short = short[np.abs(short - natural).sum(axis=1) > 1e-9]
+        chosen = [natural]
+        if len(short):
+            bound = current.predict_objective(short) - self.exploration * current.objective_spread(short)
+            chosen.extend(short[diverse_best(short, bound, size - 1, 0.02)])
+        if len(chosen) < size:
+            extra = self._lcb_batch(current, size - len(chosen) + 1, rng)[1:]
+            chosen.extend(extra)
+        return np.asarray(chosen[:size])
 
     def _lcb_batch(self, current: "Result", size: int, rng: np.random.Generator, extra=None) -> np.ndarray:
         pool = np.vstack([
@@ -312,8 +387,9 @@ class Study:
             raise InputError(f"losses must have shape ({len(X)}, E), got {np.shape(Y)}")
         if self.Y is not None and Y.shape[1] != self.Y.shape[1]:
             raise InputError(f"losses have {Y.shape[1]} columns, earlier rounds had {self.Y.shape[1]}")
-        if len(self.X) + len(X) > self.budget:
+        if len(self.X) + len(X) > sum(self.round_sizes):
             raise StudyError(f"telling {len(X)} more runs would exceed the budget of {self.budget}")
+        self.fractions = np.concatenate([self.fractions, np.full(len(X), self.round_fraction)])
         self.X = np.vstack([self.X, X])
         self.Y = Y if self.Y is None else np.vstack([self.Y, Y])
         self.rounds_told += 1
@@ -340,7 +416,7 @@ class Study:
         finished = self._finished()
         if finished.sum() < 2:
             raise StudyError(f"only {int(finished.sum())} of {len(self.Y)} proxy runs succeeded; need at least 2")
-        X, Y = self.X[finished], self.Y[finished]
+        X, Y, top = self.fitted_runs(finished)
         if self.fit_target == "columns":
             columns = np.flatnonzero(weights > 0)
             model = surrogates.fit(X, Y[:, columns], seed=self.seed, kind=self.surrogate_kind)
@@ -355,7 +431,10 @@ class Study:
         ranked = np.flatnonzero(feasible)[np.argsort(observed[feasible], kind="stable")]
         fitted = Y[:, columns] if columns is not None else observed[:, None]
         cv_predicted = objective_out_of_fold(model, X, fitted, model_objective, self.seed)
-        skill = objective_skill(observed, cv_predicted)
+        if cv_predicted is not None and not top.all():
+            # judged on the full-length runs only: the mapped short runs are fitted, not scored
+            cv_predicted = cv_predicted[top] if top.sum() >= 4 else None
+        skill = objective_skill(observed[top], cv_predicted)
         radius = None
         space = self.space
         if self.search_method == "constrained":
@@ -377,16 +456,18 @@ class Study:
                 return mean(points) + self.risk * model.objective_spread(points, model_objective)
         found = search(space, target, self.search_method, **options)
         chosen = found.weights
-        best_observed = X[ranked[0]] if len(ranked) else None
+        ranked_top = ranked[top[ranked]]       # a run at full length, not a mapped short one
+        best_observed = X[ranked_top[0]] if len(ranked_top) else None
         gain = None
         if self.trust:
             gain = gain_interval(model, model_objective, chosen, self.prior, skill, mean,
-                                 calibration=calibration_slope(observed, cv_predicted))
+                                 calibration=calibration_slope(observed[top], cv_predicted))
             if not gain.significant:
                 chosen = self.prior.copy()
         elif best_observed is not None:
             chosen = self._no_worse_than(chosen, best_observed, mean, target)
         natural = self.space.natural
+        told = self.fractions == self.fractions.max()
         result = Result(
             weights=chosen,
             predicted=float(mean(chosen[None, :])[0]),
@@ -394,8 +475,8 @@ class Study:
             natural_predicted=float("nan"),
             surrogate=model,
             search=found,
-            X=self.X.copy(),
-            Y=self.Y.copy(),
+            X=self.X[told].copy(),
+            Y=self.Y[told].copy(),
             objective=weights,
             cv_scores=dict(getattr(model, "cv_scores_", {})),
             rounds=len(self.round_sizes),
@@ -406,12 +487,35 @@ class Study:
             prior=self.prior.copy(),
             gain=gain,
             cv_predicted=cv_predicted,
-            cv_observed=observed,
+            cv_observed=observed[top],
+            short_runs=int(np.sum(~top)),
         )
         result.natural_predicted = float(result.predict_objective(natural)[0])
         result.predicted_std = float(result.objective_spread(chosen)[0])
         self._recommended = (len(self.X), result)
         return result
+
+    def fitted_runs(self, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The finished runs the surrogate is fitted on: (X, Y, top), top marking the runs at the
+        longest length told. Without short runs, every finished run (top all true). With both
+        lengths, the full-length runs, then the short runs of mixtures not run at full length with
+        their losses mapped to full length (`fidelity_map`, fitted on the mixtures run at both)."""
+        X, Y, fractions = self.X[finished], self.Y[finished], self.fractions[finished]
+        top = fractions == fractions.max()
+        if top.all():
+            return X, Y, top
+        full_X, full_Y, short_X, short_Y = X[top], Y[top], X[~top], Y[~top]
+        twin = np.array([np.flatnonzero(np.abs(full_X - x).sum(axis=1) < 1e-9)[:1] for x in short_X],
+                        dtype=object)
+        paired = np.array([len(t) > 0 for t in twin], dtype=bool)
+        if paired.any():
+            intercept, slope = fidelity_map(short_Y[paired], full_Y[[int(t[0]) for t in twin[paired]]])
+        else:  # no mixture at both lengths (cannot happen after promotion): keep the short losses
+            intercept, slope = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
+        mapped = intercept + slope * short_Y[~paired]
+        X = np.vstack([full_X, short_X[~paired]])
+        Y = np.vstack([full_Y, mapped])
+        return X, Y, np.arange(len(X)) < len(full_X)
 
     def _observed_box(self, X: np.ndarray) -> MixtureSpace:
         """The space cut to the range of each domain's weight that several runs reached (and the

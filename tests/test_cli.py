@@ -23,6 +23,7 @@ import yaml
 from mixopt.cli import app, main
 from mixopt.data.corpus import Corpus
 from mixopt.pipeline.results import SampleResult
+from workers.spec import ProxySpec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -194,6 +195,57 @@ def test_pipeline_stage_api_is_typed_and_idempotent(tmp_path, config_path, runne
     np.testing.assert_allclose(mixer.upper, rec.payload["space"]["upper"])    # the study's repetition caps
     assert pipeline.online_mixer(rec, steps=10).options["perturb"] == 0.3            # real-training tilts
     assert pipeline.online_mixer(rec, steps=10, perturb=0.5).options["perturb"] == 0.5
+
+
+class LengthAwareRunner(SyntheticRunner):
+    """SyntheticRunner whose runs honour the recipe they are given: a shorter run (spec.tokens under
+    the config's) has higher losses, the same for every mixture."""
+
+    def __init__(self, domains, tokens):
+        super().__init__(domains)
+        self.tokens = tokens
+        self.lengths = []
+
+    def run(self, mixtures, seeds, on_result, spec=None):
+        tokens = self.tokens if spec is None else spec.tokens
+        self.lengths.append((len(mixtures), tokens))
+
+        def shifted(index, result):
+            extra = 0.5 * (1 - tokens / self.tokens)
+            on_result(index, dict(result, tokens=tokens, loss={d: v + extra for d, v in result["loss"].items()}))
+        super().run(mixtures, seeds, shifted)
+
+
+def test_fidelity_trains_short_runs_first_and_records_their_tokens(tmp_path, config_path, fixture_corpus, capsys):
+    config = yaml.safe_load(config_path.read_text())
+    config["study"]["fidelity"] = {"short_proxies": 8, "short_tokens": 0.25}
+    path = tmp_path / "fidelity.yaml"
+    path.write_text(yaml.safe_dump(config))
+    tokens = config["proxy"]["tokens"]
+    runner = LengthAwareRunner(Corpus.open(fixture_corpus).domains, tokens)
+    out = tmp_path / "study"
+    recommended = run_json(capsys, "recommend", "--config", str(path), "--out", str(out), runner=runner)
+    short = ProxySpec(**config["proxy"]).shortened(0.25).tokens
+    # the short round first, then the two full-length rounds, then the seed-noise repeats at full length
+    assert runner.lengths == [(8, short), (4, tokens), (4, tokens), (2, tokens)]
+    runs = pl.read_parquet(out / "runs.parquet")
+    assert sorted(runs.group_by("tokens").len().rows()) == sorted([(short, 8), (tokens, 10)])
+    assert runs.filter(pl.col("tokens") == short)["round"].unique().to_list() == [0]
+    payload = json.loads((out / "recommendation.json").read_text())
+    assert payload["n_runs"] == 8 and payload["fidelity"]["short_tokens"] == short
+    assert payload["fidelity"]["compute_in_full_runs"] == pytest.approx(8 + 8 * short / tokens)
+    assert 0 < payload["fidelity"]["short_runs_fitted"] <= 8
+    # the seed noise compares full-length runs only: the 2 repeats against their full-length twins
+    assert payload["noise"]["repeats"] == 2
+    # resumed: nothing trained again, the same answer
+    calls = runner.calls
+    again = run_json(capsys, "recommend", "--config", str(path), "--out", str(out), runner=runner)
+    assert again["weights"] == recommended["weights"] and runner.calls == calls
+    # the staged commands see the same study: complete, and fit scores the full-length runs
+    assert run_json(capsys, "sample", "--config", str(path), "--out", str(out))["complete"] is True
+    fitted = run_json(capsys, "fit", "--config", str(path), "--out", str(out))
+    assert fitted["n_short_fitted"] == payload["fidelity"]["short_runs_fitted"]
+    assert main(["report", str(out), "--quiet"]) == 0
 
 
 # -- bad input ---------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ def test_shipped_configs_parse():
         ({"studdy": {}}, r"studdy: unknown key"),
         ({"study": {"proxiez": 3}}, r"study\.proxiez: unknown key"),
         ({"study": {"proxies": -4}}, r"study\.proxies: .*greater than or equal to 2"),
+        ({"study": {"fidelity": {"short_proxies": 8, "short_tokens": 1.0}}},
+         r"study\.fidelity\.short_tokens: .*less than 1"),
+        ({"study": {"fidelity": {"short_tokens": 0.5}}}, r"study\.fidelity\.short_proxies: .*required"),
         ({"space": {"max_epochs": math.nan}}, r"space\.max_epochs: .*finite"),
         ({"space": {"target_tokens": -1.0}}, r"space\.target_tokens"),
         ({"space": {"min_weights": {"code": 1.5}}}, r"space\.min_weights: .*\[0, 1\]"),
@@ -39,6 +42,13 @@ def test_shipped_configs_parse():
 def test_bad_values_name_the_field(payload, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(payload, "c.yaml")
+
+
+@pytest.mark.parametrize("off", [None, False, "off"])
+def test_fidelity_off_keeps_every_proxy_full_length(off):
+    assert parse_config({"study": {"fidelity": off}}, "c.yaml").study.fidelity is None
+    on = parse_config({"study": {"fidelity": {"short_proxies": 8}}}, "c.yaml").study.fidelity
+    assert on.short_proxies == 8 and on.short_tokens == 0.25
 
 
 def test_yaml_syntax_error_gives_line(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 
 import mixopt
 from mixopt import InputError, MixtureSpace, Study, StudyError
-from mixopt.study import objective_weights, split_budget
+from mixopt.study import Fidelity, fidelity_map, objective_weights, split_budget
 
 
 def space():
@@ -98,3 +98,73 @@ def test_split_budget_sums_to_budget():
         for rounds in (1, 2, 3, 5):
             sizes = split_budget(budget, rounds)
             assert sum(sizes) == budget and min(sizes) >= 1
+
+
+# -- multi-fidelity ----------------------------------------------------------------------------------
+def short_and_full(fraction_of):
+    """Losses whose short runs are the full-length ones stretched (x1.5) and shifted (+0.8): the map
+    between lengths is linear and the short runs rank mixtures as the long ones do."""
+    def evaluate(X, fraction):
+        full = quadratic(X)
+        return full if fraction >= 1 else 0.8 + 1.5 * full
+    return evaluate
+
+
+def run_study(study, evaluate):
+    while not study.done:
+        fraction = study.round_fraction
+        X = study.ask()
+        study.tell(X, evaluate(X, fraction))
+    return study.recommend()
+
+
+def test_fidelity_map_recovers_a_linear_map_and_falls_back_to_a_shift():
+    rng = np.random.default_rng(0)
+    short = rng.normal(3.0, 0.2, size=(12, 2))
+    intercept, slope = fidelity_map(short, 0.5 + np.array([0.6, 1.2]) * short)
+    np.testing.assert_allclose(slope, [0.6, 1.2], atol=1e-9)
+    np.testing.assert_allclose(intercept, [0.5, 0.5], atol=1e-9)
+    intercept, slope = fidelity_map(short[:3], short[:3] - 0.3)        # too few pairs for a slope
+    np.testing.assert_allclose(slope, [1.0, 1.0])
+    np.testing.assert_allclose(intercept, [-0.3, -0.3], atol=1e-12)
+
+
+def test_fidelity_study_runs_short_first_then_promotes_short_mixtures_to_full_length():
+    study = Study(space(), budget=12, seed=0, rounds=2, fidelity=Fidelity(runs=24, fraction=0.25))
+    assert study.round_sizes == [24, 6, 6] and study.round_fractions == [0.25, 1.0, 1.0]
+    evaluate = short_and_full(None)
+    short = study.ask()
+    study.tell(short, evaluate(short, study.round_fraction))
+    assert study.round_fraction == 1.0
+    promoted = study.ask()
+    np.testing.assert_allclose(promoted[0], space().natural)
+    # every promoted mixture is a short run's: it continues at full length
+    assert all(np.abs(short - m).sum(axis=1).min() < 1e-9 for m in promoted)
+    study.tell(promoted, evaluate(promoted, 1.0))
+    result = run_study(study, evaluate)
+    assert result.n_runs == 12 and result.short_runs == 24 - 6
+    # the short runs were mapped to full length: the surrogate predicts full-length losses
+    X = space().sample(50, np.random.default_rng(1))
+    np.testing.assert_allclose(result.predict_objective(X), quadratic(X).mean(axis=1), atol=0.02)
+    assert len(result.cv_observed) == 12        # scored on the full-length runs only
+
+
+def test_fidelity_reaches_the_full_study_with_less_compute():
+    evaluate = short_and_full(None)
+    full = run_study(Study(space(), budget=40, seed=0, rounds=2), evaluate)
+    mixed = run_study(Study(space(), budget=16, seed=0, rounds=2, fidelity=Fidelity(runs=32, fraction=0.25)), evaluate)
+    # 16 + 32 / 4 = 24 full-length runs of compute against 40
+    full_regret = quadratic(full.weights[None, :]).mean() - 1
+    mixed_regret = quadratic(mixed.weights[None, :]).mean() - 1
+    natural_regret = quadratic(space().natural[None, :]).mean() - 1
+    assert mixed_regret < 0.25 * natural_regret
+    assert mixed_regret <= full_regret + 0.1 * natural_regret
+
+
+def test_fidelity_is_validated():
+    with pytest.raises(InputError, match="fraction"):
+        Fidelity(runs=8, fraction=1.0)
+    with pytest.raises(InputError, match="runs"):
+        Fidelity(runs=1)
+    with pytest.raises(InputError, match="fidelity"):
+        Study(space(), budget=8, fidelity={"runs": 8})

@@ -7,6 +7,7 @@ how it travels from YAML to the driver and from the driver to the Ray workers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -123,6 +124,12 @@ class ProxySpec:
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
+
+    def shortened(self, fraction: float) -> "ProxySpec":
+        """This recipe on `fraction` of its training tokens, in whole steps (at least one); the
+        schedule fits the shorter length (a multi-fidelity study's short runs)."""
+        steps = max(1, int(self.steps * fraction))
+        return dataclasses.replace(self, tokens=steps * self.tokens_per_step)
 
     @property
     def average_steps(self) -> int:

@@ -55,6 +55,11 @@ def print_recommendation(payload: dict) -> None:
         f" | surrogate: {payload['surrogate']['kind']}"
         f" | best observed: {payload['best_observed']['loss']:.4f}",
     )
+    fidelity = payload.get("fidelity")
+    if fidelity:
+        console.print(f"fidelity: {fidelity['short_proxies']} short runs of {fidelity['short_tokens']:,} tokens first, "
+                      f"{fidelity['short_runs_fitted']} of them fitted beside the full-length runs; "
+                      f"proxy compute {fidelity['compute_in_full_runs']:.1f} full-length runs", soft_wrap=True)
     if noise.get("repeats"):
         console.print(
             f"noise: seed noise std {noise.get('seed_noise_std', float('nan')):.4f} "

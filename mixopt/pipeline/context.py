@@ -27,7 +27,7 @@ from mixopt.data.corpus import Corpus
 from mixopt.errors import ConfigError, InputError
 from mixopt.pipeline.store import RunStore, recipe_hash
 from mixopt.space import MixtureSpace
-from mixopt.study import Study
+from mixopt.study import Fidelity, Study
 
 NOISE_SEED_OFFSET = 1000
 """The seed-noise repeats train under the study seed plus this."""
@@ -86,6 +86,14 @@ class StudyContext:
     def loss_names(self) -> list[str]:
         """The study's loss columns: the training domains, then the eval sets."""
         return self.domains + self.eval_sets
+
+    def spec_at(self, fraction: float) -> tuple[object, str]:
+        """(spec, recipe hash) of proxies trained on `fraction` of the config's tokens (at least one
+        step; 1.0: the config's own spec), the length of a multi-fidelity study's short runs."""
+        if fraction >= 1.0:
+            return self.spec, self.recipe
+        spec = self.spec.shortened(fraction)
+        return spec, recipe_hash(dataclasses.asdict(spec))
 
 
 def prepare_out_dir(out_dir: str | Path) -> Path:
@@ -179,6 +187,7 @@ def objective_spec(config: Config, domains: list[str], eval_sets: list[str]) -> 
 
 def make_study(config: Config, space: MixtureSpace, eval_sets: list[str] | None = None) -> Study:
     eval_sets = list(eval_sets or [])
+    fidelity = config.study.fidelity
     return Study(
         space,
         budget=config.study.proxies,
@@ -189,6 +198,7 @@ def make_study(config: Config, space: MixtureSpace, eval_sets: list[str] | None 
         search=config.search.method,
         search_options={"candidates": config.search.candidates, "top_k": config.search.top_k},
         loss_names=space.domains + eval_sets,
+        fidelity=None if fidelity is None else Fidelity(fidelity.short_proxies, fidelity.short_tokens),
     )
 
 

@@ -30,6 +30,8 @@ class Batch:
     round_index: int             # 0, 1, ... ; NOISE_ROUND for the repeats
     run_ids: list[str]
     description: str
+    spec: object = None          # the proxies' ProxySpec (None: the study's)
+    recipe: str | None = None    # its hash, part of every run_id
 
     def __len__(self) -> int:
         return len(self.run_ids)
@@ -58,10 +60,19 @@ def pending_runs(ctx: StudyContext, batch: Batch, retry_failed: bool = False) ->
     return [i for i, run_id in enumerate(batch.run_ids) if run_id not in done]
 
 
-def make_batch(ctx: StudyContext, mixtures: np.ndarray, seed: int, round_index: int, description: str) -> Batch:
+def make_batch(ctx: StudyContext, mixtures: np.ndarray, seed: int, round_index: int, description: str,
+               fraction: float = 1.0) -> Batch:
+    """A batch of proxies at one seed, trained on `fraction` of the config's tokens."""
+    spec, recipe = ctx.spec_at(fraction)
     seeds = [int(seed)] * len(mixtures)
-    run_ids = [run_key(w, s, ctx.recipe) for w, s in zip(mixtures, seeds)]
-    return Batch(np.asarray(mixtures, dtype=np.float64), seeds, round_index, run_ids, description)
+    run_ids = [run_key(w, s, recipe) for w, s in zip(mixtures, seeds)]
+    return Batch(np.asarray(mixtures, dtype=np.float64), seeds, round_index, run_ids, description, spec, recipe)
+
+
+def round_fraction(ctx: StudyContext, round_index: int) -> float:
+    """The share of the config's tokens a round's proxies train on (the seed-noise repeats: 1.0)."""
+    fractions = ctx.study.round_fractions
+    return fractions[round_index] if 0 <= round_index < len(fractions) else 1.0
 
 
 def losses(ctx: StudyContext, run_ids: list[str]) -> np.ndarray:
@@ -78,11 +89,13 @@ def next_batch(ctx: StudyContext) -> Batch | None:
     study, config = ctx.study, ctx.config
     if not study.done:
         mixtures = study.ask()
-        if ctx.first_round is None:
-            ctx.first_round = mixtures
+        fraction = study.round_fraction
+        if ctx.first_round is None and fraction >= 1.0:
+            ctx.first_round = mixtures      # the first full-length round: the repeats come from it
         round_index = study.rounds_told
+        length = "" if fraction >= 1.0 else f", short runs on {fraction:g} of the tokens"
         return make_batch(ctx, mixtures, config.study.seed, round_index,
-                          f"round {round_index + 1}/{len(study.round_sizes)}")
+                          f"round {round_index + 1}/{len(study.round_sizes)}{length}", fraction)
     if config.study.noise_repeats and not ctx.noise_told:
         repeats = ctx.first_round[: config.study.noise_repeats]
         return make_batch(ctx, repeats, config.study.seed + NOISE_SEED_OFFSET, NOISE_ROUND, "seed-noise repeats")

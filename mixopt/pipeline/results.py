@@ -283,6 +283,7 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
             "top_k": config.search.top_k,
         },
         "noise": noise,
+        "fidelity": fidelity_summary(config, result),
         "proxy": dataclasses.asdict(proxy_spec(config)),
         "config_hash": config.digest(),
         "config": config.model_dump(),
@@ -291,6 +292,20 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
         "mixopt_version": __version__,
         "seconds": round(time.time() - started, 2),
     }
+
+
+def fidelity_summary(config: Config, result: Result) -> dict | None:
+    """A multi-fidelity study's short runs (round 0): how many, on how many tokens, how many the
+    surrogate learned from beside the full-length runs, and the proxy compute of the study's rounds
+    in full-length runs (the seed-noise repeats aside). None when every run is full length."""
+    fidelity = config.study.fidelity
+    if fidelity is None:
+        return None
+    spec = proxy_spec(config)
+    tokens = spec.shortened(fidelity.short_tokens).tokens
+    return {"short_round": 0, "short_proxies": fidelity.short_proxies, "short_tokens": tokens,
+            "short_runs_fitted": result.short_runs,
+            "compute_in_full_runs": config.study.proxies + fidelity.short_proxies * tokens / spec.tokens}
 
 
 def objective_label(names: list[str], weights, eval_sets: list[str], metric: str, units: str) -> str:
@@ -352,7 +367,8 @@ def format_table(payload: dict) -> list[list[str]]:
 NOISE_CONFIDENCE = 0.95
 
 
-def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, metric: str, seed: int) -> dict:
+def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, metric: str, seed: int,
+                 recipe: str | None = None) -> dict:
     """Seed noise beside the spread of the objective over the study's mixtures.
 
     A mixture trained under the study seed and again under another seed gives a difference d_i.
@@ -365,8 +381,11 @@ def noise_report(store: RunStore, space: MixtureSpace, objective: np.ndarray, me
 
     Keys: mixture_spread_std (sd of the objective over the study seed's finished runs), repeats,
     seed_shift_mean, degrees_of_freedom, seed_noise_std with seed_noise_std_low / _high (95%),
-    signal_to_noise (spread / noise) with signal_to_noise_low / _high (from the noise's interval)."""
+    signal_to_noise (spread / noise) with signal_to_noise_low / _high (from the noise's interval).
+    recipe: only the runs of this proxy recipe (a multi-fidelity study's full-length runs)."""
     finished = store.finished()
+    if recipe is not None and "recipe" in finished.columns:
+        finished = finished.filter(finished["recipe"] == recipe)
     columns = [f"{metric}_{name}" for name in store.loss_names]
     if finished.height == 0:
         return {}

@@ -58,10 +58,9 @@ class RayProxyRunner:
         self.retries = retries
         self.diverged_lr_factor = diverged_lr_factor
 
-    def _submit(self, mixtures: np.ndarray, seeds: Sequence[int], plan: PackPlan):
+    def _submit(self, mixtures: np.ndarray, seeds: Sequence[int], plan: PackPlan, spec):
         from workers.remote import submit_pack
 
-        spec = self.spec
         if plan.lr_scale != 1.0:
             spec = dataclasses.replace(spec, lr=spec.lr * plan.lr_scale)
         gpus = self.gpus_per_task if cluster_gpus() > 0 else 0.0
@@ -83,17 +82,19 @@ class RayProxyRunner:
         count = -(-n // self.proxies_per_task)
         return [PackPlan(indices=list(chunk)) for chunk in np.array_split(np.arange(n), count)]
 
-    def run(self, mixtures: np.ndarray, seeds: Sequence[int], on_result: OnResult) -> None:
+    def run(self, mixtures: np.ndarray, seeds: Sequence[int], on_result: OnResult, spec=None) -> None:
         """Train every mixture with its seed; call on_result(index, result) once per proxy.
+        spec: another recipe than the runner's for these proxies (a multi-fidelity study's short runs).
 
         result: the worker's dict ("status", "loss", "bpb", "tokens", "seconds", ...) plus
         "attempt" and, for failures, "error"."""
         import ray
 
         mixtures = np.asarray(mixtures, dtype=np.float64)
+        spec = self.spec if spec is None else spec
         in_flight = {}
         for plan in self._packs(len(mixtures)):
-            in_flight[self._submit(mixtures, seeds, plan)] = plan
+            in_flight[self._submit(mixtures, seeds, plan, spec)] = plan
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             plan = in_flight.pop(ready[0])
@@ -116,7 +117,7 @@ class RayProxyRunner:
                     attempt=plan.attempt + 1,
                     lr_scale=plan.lr_scale * self.diverged_lr_factor,
                 )
-                in_flight[self._submit(mixtures, seeds, retry)] = retry
+                in_flight[self._submit(mixtures, seeds, retry, spec)] = retry
 
 
 def study_runner(config, corpus_dir: str, domains: Sequence[str], spec, reporter) -> RayProxyRunner:

@@ -28,7 +28,7 @@ from mixopt.config import Config
 from mixopt.errors import ConfigError, StoreError, StudyError
 from mixopt.io import atomic_write_json, atomic_write_parquet, json_ready
 from mixopt.pipeline.context import NOISE_ROUND, Reporter, StudyContext, open_study
-from mixopt.pipeline.replay import Batch, advance, pending_runs
+from mixopt.pipeline.replay import Batch, advance, pending_runs, round_fraction
 from mixopt.pipeline.results import (
     FIT_FILE,
     RECOMMENDATION_FILE,
@@ -63,11 +63,14 @@ def train_batch(ctx: StudyContext, batch: Batch, todo: list[int], reporter: Repo
         ctx.runner = study_runner(ctx.config, str(ctx.corpus.directory.resolve()), ctx.domains, ctx.spec, reporter)
     runner = ctx.runner
     retries = ctx.config.study.retries
+    spec, recipe = (ctx.spec, ctx.recipe) if batch.spec is None else (batch.spec, batch.recipe)
+    # another length than the study's (a multi-fidelity study's short runs) is named to the runner
+    length = {} if recipe == ctx.recipe else {"spec": spec}
 
     def on_result(position: int, result: dict) -> None:
         index = todo[position]
         ctx.store.append([result_row(result, ctx.domains, batch.mixtures[index], batch.seeds[index],
-                                     batch.run_ids[index], batch.round_index, ctx.spec, ctx.recipe)])
+                                     batch.run_ids[index], batch.round_index, spec, recipe)])
         will_retry = result["status"] == STATUS_DIVERGED and result.get("attempt", 1) <= retries
         if not will_retry:
             counts["trained"] += 1
@@ -75,7 +78,7 @@ def train_batch(ctx: StudyContext, batch: Batch, todo: list[int], reporter: Repo
             reporter.proxy_done(result["status"])
 
     try:
-        runner.run(batch.mixtures[todo], [batch.seeds[i] for i in todo], on_result)
+        runner.run(batch.mixtures[todo], [batch.seeds[i] for i in todo], on_result, **length)
     finally:
         reporter.proxies_finished()
     return counts
@@ -90,7 +93,7 @@ def proposed_frame(ctx: StudyContext, batch: Batch, pending: list[int]):
         "round": [batch.round_index] * len(batch),
         "seed": batch.seeds,
         "pending": [i in pending for i in range(len(batch))],
-        "recipe": [ctx.recipe] * len(batch),
+        "recipe": [batch.recipe or ctx.recipe] * len(batch),
         "config_hash": [ctx.config.digest()] * len(batch),
     }
     for j, domain in enumerate(ctx.domains):
@@ -128,18 +131,19 @@ def read_proposed(ctx: StudyContext) -> Batch:
     if missing:
         raise StoreError(f"{path} lacks columns {missing[:4]}: it was written for other domains; "
                          "run `mixopt sample` again")
+    round_index = int(table["round"][0]) if table.height else 0
+    spec, recipe = ctx.spec_at(round_fraction(ctx, round_index))
     recipes = set(table["recipe"].to_list())
-    if recipes and recipes != {ctx.recipe}:
+    if recipes and recipes != {recipe}:
         raise ConfigError(f"{path} was sampled for another proxy recipe than this config's; "
                           "run `mixopt sample` again with this config")
     mixtures = ctx.space.validate(table.select(weight_columns).to_numpy().astype(np.float64), str(path))
     seeds = [int(s) for s in table["seed"].to_list()]
-    expected = [run_key(w, s, ctx.recipe) for w, s in zip(mixtures, seeds)]
+    description = "seed-noise repeats" if round_index == NOISE_ROUND else f"round {round_index + 1}"
+    expected = [run_key(w, s, recipe) for w, s in zip(mixtures, seeds)]
     if expected != table["run_id"].to_list():
         raise StoreError(f"{path}: run_id does not match the mixtures and seeds; run `mixopt sample` again")
-    round_index = int(table["round"][0]) if table.height else 0
-    description = "seed-noise repeats" if round_index == NOISE_ROUND else f"round {round_index + 1}"
-    return Batch(mixtures, seeds, round_index, expected, description)
+    return Batch(mixtures, seeds, round_index, expected, description, spec, recipe)
 
 
 def run_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = None, retry_failed: bool = False,
@@ -177,7 +181,7 @@ def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
     if finished.sum() < 2:
         raise StudyError(f"only {int(finished.sum())} of {len(study.Y)} proxy runs succeeded; need at least 2 "
                          f"(see {ctx.store.path} for the errors)")
-    X, Y = study.X[finished], study.Y[finished]
+    X, Y, top = study.fitted_runs(finished)
     if study.fit_target == "columns":
         columns = np.flatnonzero(weights > 0)
         target, column_weights = Y[:, columns], weights[columns]
@@ -189,9 +193,10 @@ def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
         info = model.save(ctx.out_dir / "surrogate")
     observed = Y @ weights
     cv = {"folds": None, "rmse": None, "spearman": None, "top1_regret": None}
-    if len(X) >= 4:
+    if len(X) >= 4 and top.sum() >= 4:
         with reporter.busy(f"ranking the {len(X)} runs out of fold"):
             predicted = surrogates.out_of_fold(model, target, X=X, folds=CV_FOLDS, seed=study.seed) @ column_weights
+        predicted, observed = predicted[top], observed[top]   # scored on the full-length runs
         cv = {"folds": min(CV_FOLDS, len(X)), "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
               "spearman": spearman(predicted, observed), "top1_regret": top1_regret(predicted, observed),
               "observed_std": float(np.std(observed, ddof=1))}
@@ -203,6 +208,7 @@ def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
         "objective": {"metric": ctx.metric, "weights": dict(zip(ctx.loss_names, weights.tolist()))},
         "n_runs": int(len(study.Y)),
         "n_fit": int(len(X)),
+        "n_short_fitted": int(np.sum(~top)),
         "complete": complete,
         "config_hash": config.digest(),
         "seconds": round(time.time() - ctx.started, 2),
@@ -220,7 +226,7 @@ def finish(ctx: StudyContext, reporter: Reporter) -> Recommendation:
         except StudyError as exc:
             raise StudyError(f"{exc}; see {ctx.store.path} for the errors") from None
         surrogate_info = result.surrogate.save(ctx.out_dir / "surrogate")
-    noise = noise_report(ctx.store, ctx.space, result.objective, ctx.metric, ctx.config.study.seed)
+    noise = noise_report(ctx.store, ctx.space, result.objective, ctx.metric, ctx.config.study.seed, ctx.recipe)
     payload = json_ready(recommendation_payload(ctx.config, ctx.corpus, ctx.space, result, surrogate_info, noise,
                                                 ctx.store, ctx.started))
     atomic_write_json(ctx.out_dir / RECOMMENDATION_FILE, payload)

@@ -119,7 +119,9 @@ def load_study(study_dir: str | Path) -> StudyData:
     y_all = values[:, active] @ objective[active]
     usable = np.all(np.isfinite(X_all), axis=1) & np.isfinite(y_all)
     rounds = finished["round"].to_numpy()
-    main, repeat = usable & (rounds != NOISE_ROUND), usable & (rounds == NOISE_ROUND)
+    fidelity = payload.get("fidelity") or {}
+    short = rounds == fidelity["short_round"] if fidelity else np.zeros(len(rounds), dtype=bool)
+    main, repeat = usable & (rounds != NOISE_ROUND) & ~short, usable & (rounds == NOISE_ROUND)
     study = StudyData(
         directory=directory, payload=payload, domains=domains, weights=recommendation.weights, natural=natural,
         lower=recommendation.lower, upper=recommendation.upper, objective=objective, metric=metric, runs=runs,
