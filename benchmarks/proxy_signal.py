@@ -24,6 +24,11 @@ case (gains on one domain are paid on another, so mixtures differ little). For e
                 (two-way residual, (M - 1)(S - 1) degrees of freedom)
     spread      sd across mixtures of the seed-mean objective
     ratio       spread / noise, with a 90% bootstrap interval over mixtures
+    bound       the highest correlation any surrogate, even one that knew every mixture's expected
+                objective, can reach against one run's observed objective: true / sqrt(true^2 +
+                noise^2), with true = sqrt(spread^2 - noise^2 / S) the spread left once the seed
+                mean's own noise is taken out (0 when nothing is left). An out-of-fold Spearman of
+                a study can only exceed it by chance.
     spearman    out-of-fold Spearman (5 folds) of the surrogate mixopt.fit picks (kind auto), fitted
                 per seed on that seed's M runs, against the observed objective; mean over seeds and
                 3 fold splittings, +- the sd of those per-seed means
@@ -74,6 +79,7 @@ RECIPES = {
     "lin0-lr1.5e3": {"schedule": "linear", "final_lr": 0.0, "lr": 1.5e-3},
     "long": {"tokens_x": 2},
     "lin0-long": {"schedule": "linear", "final_lr": 0.0, "tokens_x": 2},
+    "wsd-long": {"schedule": "wsd", "final_lr": 0.0, "cooldown": 0.2, "tokens_x": 2},
 }
 """Overrides of BASE (tokens_x: a multiple of the tokens). "demo" is whatever configs/demo.yaml's
 proxy section says now."""
@@ -177,6 +183,12 @@ def signal(objective: np.ndarray) -> tuple[float, float]:
     noise = paired_noise(objective).sd / math.sqrt(2.0)          # one run's, not a paired difference's
     spread = float(np.std(objective.mean(axis=1), ddof=1))
     return noise, spread
+
+
+def oracle_bound(noise: float, spread: float, seeds: int) -> float:
+    """The correlation ceiling of one run's objective (see the module docstring: bound)."""
+    true = math.sqrt(max(spread**2 - noise**2 / seeds, 0.0))
+    return true / math.sqrt(true**2 + noise**2)
 
 
 def bootstrap_ratio(objective: np.ndarray, base: np.ndarray | None, rng: np.random.Generator) -> dict:
@@ -334,24 +346,26 @@ def report(jobs, recipes, mixtures, seeds, domains) -> None:
         units = EVAL_UNITS.get(readout, 1)
         minutes = (cpu[name]["train"] + units * cpu[name]["unit"]) / 60
         rows.append({"variant": f"{name}/{readout}", "noise": noise, "spread": spread, "ratio": spread / noise,
+                     "bound": oracle_bound(noise, spread, S),
                      **boot, "spearman": rho, "spearman_sd": rho_sd, "minutes": minutes,
                      "objective": float(objective.mean())})
     rows.sort(key=lambda r: -r["ratio"])
     print(f"\n{M} mixtures x {S} seeds ({','.join(map(str, seeds))}), objective: mean loss over the "
           f"{len(domains)} training domains (nats/token; the hard case); minutes: CPU minutes of all "
           f"{M * S} proxies (train + the evaluations the readout needs)")
-    header = (f"{'variant':<22} {'noise':>7} {'spread':>7} {'ratio':>6} {'ratio 90%':>13} {'P>base':>6} "
+    header = (f"{'variant':<22} {'noise':>7} {'spread':>7} {'ratio':>6} {'ratio 90%':>13} {'bound':>5} {'P>base':>6} "
               f"{'OOF Spearman':>14} {'minutes':>8} {'mean obj':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
         beats = "-" if r["p_beats_base"] is None else f"{r['p_beats_base']:.2f}"
         print(f"{r['variant']:<22} {r['noise']:7.4f} {r['spread']:7.4f} {r['ratio']:6.2f} "
-              f"[{r['ratio_low']:5.2f}, {r['ratio_high']:5.2f}] {beats:>6} "
+              f"[{r['ratio_low']:5.2f}, {r['ratio_high']:5.2f}] {r['bound']:5.2f} {beats:>6} "
               f"{r['spearman']:6.2f} +- {r['spearman_sd']:4.2f} {r['minutes']:8.1f} {r['objective']:8.4f}")
     best = rows[0]
     base = next((r for r in rows if r["variant"] == "base/last"), None)
     summary = (f"proxy signal: best={best['variant']} ratio={best['ratio']:.2f} spearman={best['spearman']:.2f}"
+               f" bound={best['bound']:.2f} max_bound={max(r['bound'] for r in rows):.2f}"
                + (f" baseline_ratio={base['ratio']:.2f} baseline_spearman={base['spearman']:.2f}" if base else "")
                + f" mixtures={M} seeds={S}")
     print(summary)

@@ -417,24 +417,18 @@ class Study:
         if finished.sum() < 2:
             raise StudyError(f"only {int(finished.sum())} of {len(self.Y)} proxy runs succeeded; need at least 2")
         X, Y, top = self.fitted_runs(finished)
-        if self.fit_target == "columns":
-            columns = np.flatnonzero(weights > 0)
-            model = surrogates.fit(X, Y[:, columns], seed=self.seed, kind=self.surrogate_kind)
-            model_objective = weights[columns]
-        else:
-            columns = None
-            model = surrogates.fit(X, Y @ weights, seed=self.seed, kind=self.surrogate_kind)
-            model_objective = None
+        model, model_objective, columns, cv_predicted, skill = self._fit(X, Y, top, weights)
+        if not top.all() and top.sum() >= 4:
+            # the short runs earn their place out of fold: without them, do the full-length runs
+            # rank better? (a short run's law may differ from the full length's beyond the map)
+            alone = self._fit(X[top], Y[top], top[top], weights)
+            if alone[-1] > skill:
+                X, Y, top = X[top], Y[top], top[top]
+                model, model_objective, columns, cv_predicted, skill = alone
         options = {"seed": self.seed, **self.search_options}
         observed = Y @ weights
         feasible = self.space.contains(X)
         ranked = np.flatnonzero(feasible)[np.argsort(observed[feasible], kind="stable")]
-        fitted = Y[:, columns] if columns is not None else observed[:, None]
-        cv_predicted = objective_out_of_fold(model, X, fitted, model_objective, self.seed)
-        if cv_predicted is not None and not top.all():
-            # judged on the full-length runs only: the mapped short runs are fitted, not scored
-            cv_predicted = cv_predicted[top] if top.sum() >= 4 else None
-        skill = objective_skill(observed[top], cv_predicted)
         radius = None
         space = self.space
         if self.search_method == "constrained":
@@ -494,6 +488,24 @@ class Study:
         result.predicted_std = float(result.objective_spread(chosen)[0])
         self._recommended = (len(self.X), result)
         return result
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, top: np.ndarray, weights: np.ndarray):
+        """(model, its objective weights, columns, out-of-fold objective of the `top` runs, skill):
+        the surrogate fitted on X, Y, judged out of fold on the full-length runs only (mapped short
+        runs are fitted, not scored)."""
+        if self.fit_target == "columns":
+            columns = np.flatnonzero(weights > 0)
+            model = surrogates.fit(X, Y[:, columns], seed=self.seed, kind=self.surrogate_kind)
+            model_objective = weights[columns]
+            fitted = Y[:, columns]
+        else:
+            columns, model_objective = None, None
+            model = surrogates.fit(X, Y @ weights, seed=self.seed, kind=self.surrogate_kind)
+            fitted = (Y @ weights)[:, None]
+        cv_predicted = objective_out_of_fold(model, X, fitted, model_objective, self.seed)
+        if cv_predicted is not None and not top.all():
+            cv_predicted = cv_predicted[top] if top.sum() >= 4 else None
+        return model, model_objective, columns, cv_predicted, objective_skill((Y @ weights)[top], cv_predicted)
 
     def fitted_runs(self, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The finished runs the surrogate is fitted on: (X, Y, top), top marking the runs at the

@@ -168,3 +168,14 @@ def test_fidelity_is_validated():
         Fidelity(runs=1)
     with pytest.raises(InputError, match="fidelity"):
         Study(space(), budget=8, fidelity={"runs": 8})
+
+
+def test_short_runs_that_mislead_are_left_out_of_the_fit():
+    def misleading(X, fraction):             # short runs rank mixtures in reverse, beyond any linear map
+        full = quadratic(X)
+        noise = np.random.default_rng(len(X)).normal(0.0, 0.05, size=full.shape)
+        return full if fraction >= 1 else 3.0 - full + noise
+    study = Study(space(), budget=16, seed=0, rounds=2, fidelity=Fidelity(runs=32, fraction=0.25))
+    result = run_study(study, misleading)
+    assert result.short_runs == 0
+    assert quadratic(result.weights[None, :]).mean() < quadratic(space().natural[None, :]).mean()
