@@ -4,10 +4,11 @@ study, on less proxy compute?
     .venv/bin/python benchmarks/fidelity.py                       # study seeds 1,2,3, both kinds of study
     .venv/bin/python benchmarks/fidelity.py --seeds 1 --short-proxies 16
 
-For each study seed, two studies of configs/demo.yaml run through `mixopt recommend` (cached under
---out: a study directory with its recommendation.json is not run again):
+For each study seed, two studies of configs/demo.yaml, its proxies at 262k tokens, run through
+`mixopt recommend` (cached under --out: a study directory with its recommendation.json is not run
+again):
 
-    full      the demo as it is: 40 full-length proxies in 2 rounds
+    full      40 full-length proxies in 2 rounds
     fidelity  study.fidelity on: --short-proxies short runs on --short-tokens of the tokens first,
               then --proxies full-length runs, the first round of them promoted from the short runs
 
@@ -19,7 +20,9 @@ itself (seed 0's study shares its first round with them, so the seeds start at 1
 
     compute     proxy training in full-length runs (short runs at their share of the tokens; the
                 seed-noise repeats aside), and the CPU seconds the runs took
-    oof         the out-of-fold Spearman of the objective that recommendation.json records
+    oof         the out-of-fold Spearman of the objective that recommendation.json records, and
+                the refitted surrogate's (its folds differ: runs.parquet holds a round's runs in
+                the order they finished, so on 14 to 40 runs the two differ by up to 0.3)
     heldout     Spearman of the predicted objective against the held-out mixtures' seed mean
     domains     the mean over the nine domains of the same Spearman per domain's loss (where the
                 mixture has signal: a domain's loss falls with its share)
@@ -64,6 +67,8 @@ from mixopt.pipeline.context import (  # noqa: E402
 from mixopt.pipeline.stages import recommend_stages  # noqa: E402
 from mixopt.stats import spearman  # noqa: E402
 
+HELD_OUT_TOKENS = 262_144     # proxy_signal's base recipe: the proxies every study here trains
+
 
 def held_out(pack_dir: Path, domains: list[str], recipe: str = "base") -> tuple[np.ndarray, np.ndarray]:
     """(M, K) mixtures and (M, K) seed-mean per-domain losses of proxy_signal's packs of `recipe`."""
@@ -85,8 +90,11 @@ def held_out(pack_dir: Path, domains: list[str], recipe: str = "base") -> tuple[
 
 
 def study_config(kind: str, seed: int, args, out: Path) -> Path:
+    """configs/demo.yaml at `seed`, its proxies at 262k tokens (the held-out packs' length), 40 of
+    them in the full study."""
     config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
-    config["study"]["seed"] = seed
+    config["study"].update(seed=seed, proxies=40)
+    config["proxy"]["tokens"] = HELD_OUT_TOKENS
     if kind == "fidelity":
         config["study"]["proxies"] = args.proxies
         config["study"]["fidelity"] = {"short_proxies": args.short_proxies, "short_tokens": args.short_tokens}
@@ -249,19 +257,20 @@ def main() -> None:
             rows.append(row)
             print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
-    print("| study | seed | compute (full runs) | proxy CPU s | OOF Spearman | held-out Spearman "
-          "| per-domain held-out |")
+    print("| study | seed | compute (full runs) | proxy CPU s | OOF Spearman (recorded / refit) "
+          "| held-out Spearman | per-domain held-out |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['kind']} | {r['seed']} | {r['compute']:.1f} | {r['cpu_s']:.0f} | {r['oof_refit']:.2f} | "
-              f"{r['heldout']:.2f} | {r['domains']:.2f} |")
+        recorded = "-" if r["oof"] is None else f"{r['oof']:.2f}"
+        print(f"| {r['kind']} | {r['seed']} | {r['compute']:.1f} | {r['cpu_s']:.0f} "
+              f"| {recorded} / {r['oof_refit']:.2f} | {r['heldout']:.2f} | {r['domains']:.2f} |")
     summary = {}
     for kind in args.kinds.split(","):
         mine = [r for r in rows if r["kind"] == kind]
         summary[kind] = {key: float(np.mean([r[key] for r in mine])) for key in
-                         ("compute", "cpu_s", "oof_refit", "heldout", "domains")}
+                         ("compute", "cpu_s", "oof", "oof_refit", "heldout", "domains")}
     line = " ".join(f"{kind}_{key}={value:.2f}" for kind, values in summary.items() for key, value in values.items()
-                    if key in ("heldout", "domains", "oof_refit"))
+                    if key in ("heldout", "domains", "oof", "oof_refit"))
     if "full" in summary and "fidelity" in summary:
         line += (f" compute_ratio={summary['fidelity']['compute'] / summary['full']['compute']:.2f}"
                  f" cpu_ratio={summary['fidelity']['cpu_s'] / summary['full']['cpu_s']:.2f}")
