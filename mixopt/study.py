@@ -517,11 +517,10 @@ class Study:
         if top.all():
             return X, Y, top
         full_X, full_Y, short_X, short_Y = X[top], Y[top], X[~top], Y[~top]
-        twin = np.array([np.flatnonzero(np.abs(full_X - x).sum(axis=1) < 1e-9)[:1] for x in short_X],
-                        dtype=object)
-        paired = np.array([len(t) > 0 for t in twin], dtype=bool)
+        distance = np.abs(short_X[:, None, :] - full_X[None, :, :]).sum(axis=2)     # (short, full)
+        twin, paired = distance.argmin(axis=1), distance.min(axis=1) < 1e-9
         if paired.any():
-            intercept, slope = fidelity_map(short_Y[paired], full_Y[[int(t[0]) for t in twin[paired]]])
+            intercept, slope = fidelity_map(short_Y[paired], full_Y[twin[paired]])
         else:  # no mixture at both lengths (cannot happen after promotion): keep the short losses
             intercept, slope = np.zeros(Y.shape[1]), np.ones(Y.shape[1])
         mapped = intercept + slope * short_Y[~paired]

@@ -30,8 +30,8 @@ class Batch:
     round_index: int             # 0, 1, ... ; NOISE_ROUND for the repeats
     run_ids: list[str]
     description: str
-    spec: object = None          # the proxies' ProxySpec (None: the study's)
-    recipe: str | None = None    # its hash, part of every run_id
+    spec: object                 # the proxies' ProxySpec (a short round's is shortened)
+    recipe: str                  # its hash, part of every run_id
 
     def __len__(self) -> int:
         return len(self.run_ids)

@@ -63,7 +63,7 @@ def train_batch(ctx: StudyContext, batch: Batch, todo: list[int], reporter: Repo
         ctx.runner = study_runner(ctx.config, str(ctx.corpus.directory.resolve()), ctx.domains, ctx.spec, reporter)
     runner = ctx.runner
     retries = ctx.config.study.retries
-    spec, recipe = (ctx.spec, ctx.recipe) if batch.spec is None else (batch.spec, batch.recipe)
+    spec, recipe = batch.spec, batch.recipe
     # another length than the study's (a multi-fidelity study's short runs) is named to the runner
     length = {} if recipe == ctx.recipe else {"spec": spec}
 
@@ -93,7 +93,7 @@ def proposed_frame(ctx: StudyContext, batch: Batch, pending: list[int]):
         "round": [batch.round_index] * len(batch),
         "seed": batch.seeds,
         "pending": [i in pending for i in range(len(batch))],
-        "recipe": [batch.recipe or ctx.recipe] * len(batch),
+        "recipe": [batch.recipe] * len(batch),
         "config_hash": [ctx.config.digest()] * len(batch),
     }
     for j, domain in enumerate(ctx.domains):
