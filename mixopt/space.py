@@ -105,6 +105,8 @@ def proportional_to_bounds(shares: np.ndarray, lower: np.ndarray, upper: np.ndar
     pinned = np.full(len(shares), np.nan)
     for _ in range(len(shares) + 1):
         free = np.isnan(pinned)
+        if not free.any():           # every domain pinned at a bound
+            return _fix_sum(pinned[None, :], lower, upper)[0]
         mass = 1.0 - np.nansum(pinned)
         free_shares = np.where(free, shares, 0.0)
         total = free_shares.sum()

@@ -168,6 +168,7 @@ class Result:
     gain: Gain | None = None                  # the search's best mixture against the prior (trust only)
     cv_predicted: np.ndarray | None = None    # (m,) out-of-fold objective of the m finished runs (None: < 4 runs)
     cv_observed: np.ndarray | None = None     # (m,) their observed objective
+    cv_rows: np.ndarray | None = None         # (m,) those runs' rows in the study's told order
     short_runs: int = 0                       # short runs the surrogate also learned from (Fidelity)
 
     def predict_objective(self, X) -> np.ndarray:
@@ -190,6 +191,21 @@ class Result:
     @property
     def n_runs(self) -> int:
         return len(self.X)
+
+
+@dataclass
+class SurrogateFit:
+    """A surrogate fitted on a study's finished runs (Study.fit_surrogate)."""
+
+    model: surrogates.Surrogate
+    model_objective: np.ndarray | None   # objective weights over `columns` (None: it predicts the objective)
+    columns: np.ndarray | None           # loss columns the model predicts (None: the objective itself)
+    X: np.ndarray                        # (n, K) the mixtures it was fitted on
+    Y: np.ndarray                        # (n, E) their losses (short runs mapped to full length)
+    top: np.ndarray                      # (n,) bool: a full-length run (False: a mapped short run)
+    rows: np.ndarray                     # (n,) each fitted run's row in the study's told order
+    cv_predicted: np.ndarray | None      # (top.sum(),) out-of-fold objective of the full-length runs (None: < 4)
+    skill: float                         # cross-validated R^2 of the objective, clipped to [0, 1]
 
 
 DESIGNS = ("lcb", "mixed", "local", "random")
@@ -406,6 +422,26 @@ class Study:
             return np.zeros(0, dtype=bool)
         return np.all(np.isfinite(self.Y), axis=1)
 
+    def fit_surrogate(self) -> SurrogateFit:
+        """The surrogate fitted on every finished run so far (short runs mapped to full length,
+        kept only when the full-length runs rank better out of fold with them), with its out-of-fold
+        objective on the full-length runs: what `recommend` searches with and `mixopt fit` saves."""
+        if self.Y is None:
+            raise StudyError("nothing to fit: no runs told yet")
+        weights = self.objective
+        finished = self._finished()
+        if finished.sum() < 2:
+            raise StudyError(f"only {int(finished.sum())} of {len(self.Y)} proxy runs succeeded; need at least 2")
+        X, Y, top, rows = self.fitted_runs(finished)
+        fit = self._fit(X, Y, top, rows, weights)
+        if not top.all() and top.sum() >= 4:
+            # the short runs earn their place out of fold: without them, do the full-length runs
+            # rank better? (a short run's law may differ from the full length's beyond the map)
+            alone = self._fit(X[top], Y[top], top[top], rows[top], weights)
+            if alone.skill > fit.skill:
+                fit = alone
+        return fit
+
     def recommend(self) -> Result:
         """Fit the surrogate on every successful run so far and search the space with it."""
         if self.Y is None:
@@ -413,18 +449,9 @@ class Study:
         if self._recommended is not None and self._recommended[0] == len(self.X):
             return self._recommended[1]
         weights = self.objective
-        finished = self._finished()
-        if finished.sum() < 2:
-            raise StudyError(f"only {int(finished.sum())} of {len(self.Y)} proxy runs succeeded; need at least 2")
-        X, Y, top = self.fitted_runs(finished)
-        model, model_objective, columns, cv_predicted, skill = self._fit(X, Y, top, weights)
-        if not top.all() and top.sum() >= 4:
-            # the short runs earn their place out of fold: without them, do the full-length runs
-            # rank better? (a short run's law may differ from the full length's beyond the map)
-            alone = self._fit(X[top], Y[top], top[top], weights)
-            if alone[-1] > skill:
-                X, Y, top = X[top], Y[top], top[top]
-                model, model_objective, columns, cv_predicted, skill = alone
+        fit = self.fit_surrogate()
+        X, Y, top, model, model_objective = fit.X, fit.Y, fit.top, fit.model, fit.model_objective
+        columns, cv_predicted, skill = fit.columns, fit.cv_predicted, fit.skill
         options = {"seed": self.seed, **self.search_options}
         observed = Y @ weights
         feasible = self.space.contains(X)
@@ -482,6 +509,7 @@ class Study:
             gain=gain,
             cv_predicted=cv_predicted,
             cv_observed=observed[top],
+            cv_rows=fit.rows[top] if cv_predicted is not None else None,
             short_runs=int(np.sum(~top)),
         )
         result.natural_predicted = float(result.predict_objective(natural)[0])
@@ -489,9 +517,9 @@ class Study:
         self._recommended = (len(self.X), result)
         return result
 
-    def _fit(self, X: np.ndarray, Y: np.ndarray, top: np.ndarray, weights: np.ndarray):
-        """(model, its objective weights, columns, out-of-fold objective of the `top` runs, skill):
-        the surrogate fitted on X, Y, judged out of fold on the full-length runs only (mapped short
+    def _fit(self, X: np.ndarray, Y: np.ndarray, top: np.ndarray, rows: np.ndarray,
+             weights: np.ndarray) -> SurrogateFit:
+        """The surrogate fitted on X, Y, judged out of fold on the full-length runs only (mapped short
         runs are fitted, not scored)."""
         if self.fit_target == "columns":
             columns = np.flatnonzero(weights > 0)
@@ -505,17 +533,20 @@ class Study:
         cv_predicted = objective_out_of_fold(model, X, fitted, model_objective, self.seed)
         if cv_predicted is not None and not top.all():
             cv_predicted = cv_predicted[top] if top.sum() >= 4 else None
-        return model, model_objective, columns, cv_predicted, objective_skill((Y @ weights)[top], cv_predicted)
+        skill = objective_skill((Y @ weights)[top], cv_predicted)
+        return SurrogateFit(model, model_objective, columns, X, Y, top, rows, cv_predicted, skill)
 
-    def fitted_runs(self, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The finished runs the surrogate is fitted on: (X, Y, top), top marking the runs at the
-        longest length told. Without short runs, every finished run (top all true). With both
-        lengths, the full-length runs, then the short runs of mixtures not run at full length with
-        their losses mapped to full length (`fidelity_map`, fitted on the mixtures run at both)."""
+    def fitted_runs(self, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The finished runs the surrogate is fitted on: (X, Y, top, rows), top marking the runs at
+        the longest length told, rows their positions in the study's told order. Without short
+        runs, every finished run (top all true). With both lengths, the full-length runs, then the
+        short runs of mixtures not run at full length with their losses mapped to full length
+        (`fidelity_map`, fitted on the mixtures run at both)."""
         X, Y, fractions = self.X[finished], self.Y[finished], self.fractions[finished]
+        rows = np.flatnonzero(finished)
         top = fractions == fractions.max()
         if top.all():
-            return X, Y, top
+            return X, Y, top, rows
         full_X, full_Y, short_X, short_Y = X[top], Y[top], X[~top], Y[~top]
         distance = np.abs(short_X[:, None, :] - full_X[None, :, :]).sum(axis=2)     # (short, full)
         twin, paired = distance.argmin(axis=1), distance.min(axis=1) < 1e-9
@@ -526,7 +557,8 @@ class Study:
         mapped = intercept + slope * short_Y[~paired]
         X = np.vstack([full_X, short_X[~paired]])
         Y = np.vstack([full_Y, mapped])
-        return X, Y, np.arange(len(X)) < len(full_X)
+        rows = np.concatenate([rows[top], rows[~top][~paired]])
+        return X, Y, np.arange(len(X)) < len(full_X), rows
 
     def _observed_box(self, X: np.ndarray) -> MixtureSpace:
         """The space cut to the range of each domain's weight that several runs reached (and the

@@ -23,6 +23,7 @@ import yaml
 from mixopt.cli import app, main
 from mixopt.data.corpus import Corpus
 from mixopt.pipeline.results import SampleResult
+from mixopt.stats import spearman
 from workers.spec import ProxySpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,15 @@ def config_path(tmp_path, fixture_corpus) -> Path:
     return path
 
 
+def objective_of_runs(study_dir: Path, run_ids: list[str]) -> np.ndarray:
+    """The objective each of these runs measured, from runs.parquet and recommendation.json's weights."""
+    weights = json.loads((study_dir / "recommendation.json").read_text())["objective"]["weights"]
+    runs = pl.read_parquet(study_dir / "runs.parquet").filter(pl.col("status") == "ok").unique("run_id")
+    by_id = {row["run_id"]: sum(w * row[f"loss_{name}"] for name, w in weights.items() if w > 0)
+             for row in runs.iter_rows(named=True)}
+    return np.array([by_id[run_id] for run_id in run_ids])
+
+
 @pytest.fixture
 def runner(fixture_corpus) -> SyntheticRunner:
     return SyntheticRunner(Corpus.open(fixture_corpus).domains)     # the config trains every domain
@@ -151,6 +161,12 @@ def test_stages_compose_into_what_recommend_gives(tmp_path, config_path, runner,
     assert (staged / "surrogate").is_dir() and any((staged / "surrogate").iterdir())
 
     proposal = run_json(capsys, "propose", *cfg, *out)
+    # fit and propose score the same out-of-fold predictions, recorded run by run: the recorded
+    # Spearman is that of those predictions against the objective the runs measured
+    cv = json.loads((staged / "recommendation.json").read_text())["surrogate"]["cv"]
+    assert cv["spearman"] == pytest.approx(fitted["cv"]["spearman"]) and len(cv["run_ids"]) == cv["runs"] == 8
+    measured = objective_of_runs(staged, cv["run_ids"])
+    assert cv["spearman"] == pytest.approx(spearman(np.array(cv["predicted"]), measured))
 
     # the whole pipeline in one command, in a fresh directory
     whole = tmp_path / "whole"
@@ -245,6 +261,9 @@ def test_fidelity_trains_short_runs_first_and_records_their_tokens(tmp_path, con
     assert run_json(capsys, "sample", "--config", str(path), "--out", str(out))["complete"] is True
     fitted = run_json(capsys, "fit", "--config", str(path), "--out", str(out))
     assert fitted["n_short_fitted"] == payload["fidelity"]["short_runs_fitted"]
+    assert fitted["cv"]["spearman"] == pytest.approx(payload["surrogate"]["cv"]["spearman"])
+    full_length = set(runs.filter((pl.col("tokens") == tokens) & (pl.col("round") >= 0))["run_id"].to_list())
+    assert set(payload["surrogate"]["cv"]["run_ids"]) == full_length      # scored on the full-length runs
     assert main(["report", str(out), "--quiet"]) == 0
 
 

@@ -64,9 +64,10 @@ def synthetic_losses(X: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: int = 2, rounds: int = 2,
-               surrogate: str = "lightgbm", online: bool = False, metric: str = "loss") -> dict:
+               surrogate: str = "lightgbm", online: bool = False, metric: str = "loss", record_cv: bool = True) -> dict:
     """A study directory as `mixopt recommend` leaves it: runs.parquet, surrogate/, recommendation.json
-    (from mixopt.pipeline.results.recommendation_payload), and train_log.parquet when online=True."""
+    (from mixopt.pipeline.results.recommendation_payload; record_cv=False: without the out-of-fold
+    predictions run by run, as older studies), and train_log.parquet when online=True."""
     directory.mkdir(parents=True, exist_ok=True)
     started = time.time()
     space = MixtureSpace(DOMAINS, TOKENS, target_tokens=1e10, max_epochs=4.0)
@@ -97,7 +98,7 @@ def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: 
         store.append(rows)
         return losses if metric == "loss" else losses / np.log(2) / 3.5
 
-    round_index, first = 0, None
+    round_index, first, told_ids = 0, None, []
     # one LightGBM thread: the tables are tiny, and two spin-waiting threads on a busy shared
     # machine made these fits ten times slower
     with mock.patch.dict(surrogates.SURROGATES, {"lightgbm": lambda seed: LightGBMSurrogate(seed=seed, threads=1)}):
@@ -105,6 +106,7 @@ def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: 
             X = study.ask()
             first = X if first is None else first
             study.tell(X, train(X, 0, round_index, failures=fail if round_index == 0 else 0))
+            told_ids += [run_key(w, 0, recipe) for w in X]
             round_index += 1
         if noise_repeats:
             train(first[:noise_repeats], 1000, NOISE_ROUND)
@@ -113,7 +115,8 @@ def make_study(directory: Path, budget: int = 24, fail: int = 2, noise_repeats: 
     noise = results.noise_report(store, space, result.objective, metric, 0)
     corpus = SimpleNamespace(directory=directory / "corpus", version="test-v1")
     with mock.patch.object(results, "proxy_spec", lambda _config: spec):
-        payload = results.recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started)
+        payload = results.recommendation_payload(config, corpus, space, result, surrogate_info, noise, store, started,
+                                                 run_ids=told_ids if record_cv else None)
     atomic_write_json(directory / "recommendation.json", payload)
     if online:
         write_train_log(directory / "train_log.parquet")
@@ -190,6 +193,27 @@ def test_report_states_the_scores_the_recommendation_and_the_noise(study_dir, re
         assert f"<td>{domain}</td>" in text and f"{weight:.4f}" in text
     assert "seed noise" in text and "spread of the objective" in text
     assert f"{payload['noise']['seed_noise_std']:.4g}" in text
+
+
+def cv_caption_spearman(report: Path) -> float:
+    match = re.search(r"Spearman ρ = (-?[\d.]+), RMSE", report.read_text())
+    assert match, "the CV caption lacks its Spearman"
+    return float(match.group(1))
+
+
+def test_the_cv_plot_draws_the_predictions_the_study_recorded(study_dir, report, tmp_path):
+    """The report's cross-validated figure is recommendation.json's, run by run; a study that recorded
+    none is cross-validated again by the report."""
+    cv = json.loads((study_dir / "recommendation.json").read_text())["surrogate"]["cv"]
+    study = load_study(study_dir)
+    assert sorted(cv["run_ids"]) == sorted(study.run_ids)          # every finished main-seed run, once
+    assert cv_caption_spearman(report) == pytest.approx(cv["spearman"], abs=5e-4)
+    assert "as recommendation.json records it" in report.read_text()
+    older = tmp_path / "older"
+    payload = make_study(older, record_cv=False)
+    assert "run_ids" not in payload["surrogate"]["cv"]
+    text = write_report(older).read_text()
+    assert "as recommendation.json records it" not in text and "fitted on the other folds" in text
 
 
 def test_cross_validated_predictions_track_the_synthetic_truth(study_dir):

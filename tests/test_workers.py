@@ -170,6 +170,18 @@ def test_packing_does_not_change_training(corpus_dir):
     assert packed[0]["curve"] != packed[1]["curve"]                   # mixtures matter
 
 
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_a_proxy_trains_to_the_same_bits_whatever_is_packed_with_it(corpus_dir, compiled):
+    """Common random numbers hold exactly: a mixture's losses do not depend on the pack it shares
+    (validate packs 5 mixtures, a resumed study repacks what is left), nor, compiled, on the run."""
+    spec = tiny_spec(preset="cpu-0.5m", tokens=40 * 8 * 32, compile=compiled)
+    mixtures = np.array([[0.6, 0.3, 0.1], [0.0, 0.5, 0.5], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])
+    packs = [train_proxies(corpus_dir, DOMAINS, mixtures[:size], [0] * size, spec, threads=2) for size in (1, 3, 5, 5)]
+    for pack in packs[1:]:
+        assert pack[0]["curve"] == packs[0][0]["curve"] and pack[0]["loss"] == packs[0][0]["loss"]
+    assert packs[2][1]["loss"] == packs[1][1]["loss"] and packs[3][4]["loss"] == packs[2][4]["loss"]
+
+
 def test_same_seed_and_mixture_give_identical_losses(corpus_dir):
     spec = tiny_spec()
     mixtures = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])

@@ -210,6 +210,26 @@ class GPT(nn.Module):
 # P models as one computation
 
 
+@torch.compiler.disable
+def packed_lookup(tables: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """(P, B, T, d): proxy p's rows of its own table (P, vocab, d) for its tokens idx[p] (P, B, T).
+
+    One lookup per proxy, so that the backward accumulates each proxy's rows on their own, in
+    token order: the same bits whatever else is packed with it, run after run. One indexing over the
+    stacked tables accumulated in an order that varied with P, and compiled (scatter-add kernels
+    that race between threads) in an order that varied from run to run; training amplified those
+    last-bit differences to a few thousandths of a nat. It stays out of torch.compile for that."""
+    return torch.stack([F.embedding(idx[p], tables[p]) for p in range(len(tables))])
+
+
+@torch.compiler.disable
+def proxy_means(values: torch.Tensor) -> torch.Tensor:
+    """(P,) row means of (P, n), outside torch.compile: compiled, a reduction over few rows is split
+    between threads in a way that depends on the number of rows, so a proxy's loss would depend on
+    the pack's size."""
+    return values.mean(dim=1)
+
+
 class PackedGPT:
     """P independent GPTs with their weights stacked in one flat (P, N) fp32 buffer.
 
@@ -269,7 +289,7 @@ class PackedGPT:
         def gained(matrix, gain):  # (P, out, in) * (P, 1, in), transposed for x @ W^T
             return (matrix * gain.unsqueeze(1)).transpose(1, 2)
 
-        x = w["tok_emb.weight"][self.proxy_index, idx].view(P, B * T, d)   # proxy p looks up its own table
+        x = packed_lookup(w["tok_emb.weight"], idx).view(P, B * T, d)
         for i in range(cfg.n_layer):
             pre = f"blocks.{i}."
             h = norm(x)
@@ -293,7 +313,7 @@ class PackedGPT:
         logits = self.logits(idx)
         P = logits.shape[0]
         per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
-        return per_token.view(P, -1).mean(dim=1)
+        return proxy_means(per_token.view(P, -1))
 
     def backward(self, losses: torch.Tensor) -> None:
         """Gradients of every proxy's loss with respect to its own weights, into self.grad."""

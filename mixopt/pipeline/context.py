@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class StudyContext:
     started: float
     first_round: np.ndarray | None = None
     noise_told: bool = False     # the seed-noise repeats are settled (they are measured, not told)
+    told_run_ids: list[str] = field(default_factory=list)   # the run of each of the study's rows, in told order
     runner: object | None = None  # trains proxies: run(mixtures, seeds, on_result); None: Ray, on first use
 
     @property

@@ -108,6 +108,7 @@ def tell(ctx: StudyContext, batch: Batch) -> None:
         ctx.noise_told = True
         return
     ctx.study.tell(batch.mixtures, losses(ctx, batch.run_ids))
+    ctx.told_run_ids.extend(batch.run_ids)
 
 
 def advance(ctx: StudyContext, train: Callable[[Batch, list[int]], None] | None = None,

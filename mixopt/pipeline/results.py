@@ -247,8 +247,10 @@ class Recommendation:
 
 
 def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: Result, surrogate_info: dict,
-                           noise: dict, store: RunStore, started: float) -> dict:
-    """What recommendation.json holds (see DESIGN: domains, weights, predicted_loss and provenance)."""
+                           noise: dict, store: RunStore, started: float, run_ids: list[str] | None = None) -> dict:
+    """What recommendation.json holds (see DESIGN: domains, weights, predicted_loss and provenance).
+    run_ids: the run of each of the study's rows in told order (the out-of-fold predictions are then
+    recorded run by run, for the report)."""
     observed = result.observed
     best = int(np.nanargmin(observed))
     failed = int(np.sum(~np.isfinite(observed)))
@@ -275,7 +277,7 @@ def recommendation_payload(config: Config, corpus, space: MixtureSpace, result: 
                       # radius (total variation from the prior and a run; None: anywhere), the
                       # spread at the pick, and the out-of-fold ranking of the runs (cv)
                       "skill": result.skill, "trust_radius": result.trust_radius,
-                      "predicted_std": result.predicted_std, "cv": cv_record(result)},
+                      "predicted_std": result.predicted_std, "cv": cv_record(result, run_ids)},
         "gain": gain_summary(result, space, METRIC_UNITS[config.objective.metric]),
         "search": {
             "method": result.search.method,
@@ -319,17 +321,23 @@ def objective_label(names: list[str], weights, eval_sets: list[str], metric: str
     return f"objective: {kind} {metric}{over} ({units})"
 
 
-def cv_record(result: Result) -> dict:
+def cv_record(result: Result, run_ids: list[str] | None = None) -> dict:
     """How well the surrogate ranks the study's own runs out of fold: Spearman of its out-of-fold
     objective against the observed one, the top-1 regret (where the run it ranks first stands among
-    the runs: 0 the best, 0.5 a median run) and R^2 (the skill). None figures under 4 finished runs."""
+    the runs: 0 the best, 0.5 a median run) and R^2 (the skill). None figures under 4 finished runs.
+    With the study's run_ids (told order), also each scored run's id and out-of-fold prediction, so
+    that the report draws the very predictions these figures come from."""
     from mixopt.stats import spearman, top1_regret
 
     if result.cv_predicted is None:
         return {"spearman": None, "top1_regret": None, "r2": result.skill, "runs": None}
-    return {"spearman": spearman(result.cv_predicted, result.cv_observed),
-            "top1_regret": top1_regret(result.cv_predicted, result.cv_observed),
-            "r2": result.skill, "runs": len(result.cv_observed)}
+    record = {"spearman": spearman(result.cv_predicted, result.cv_observed),
+              "top1_regret": top1_regret(result.cv_predicted, result.cv_observed),
+              "r2": result.skill, "runs": len(result.cv_observed)}
+    if run_ids is not None and result.cv_rows is not None:
+        record["run_ids"] = [run_ids[i] for i in result.cv_rows]
+        record["predicted"] = result.cv_predicted.tolist()
+    return record
 
 
 def gain_summary(result: Result, space: MixtureSpace, units: str = METRIC_UNITS["loss"]) -> dict | None:

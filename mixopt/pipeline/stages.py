@@ -168,8 +168,6 @@ def run_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
 def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = None) -> FitResult:
     """Fit the surrogate on every finished run told so far, as the study's recommend() does; save it
     (LightGBM text / JSON) under DIR/surrogate and its cross-validated scores in DIR/fit.json."""
-    from mixopt import surrogate as surrogates
-
     reporter = reporter or Reporter()
     ctx = open_study(config, out_dir, reporter)
     complete = advance(ctx) is None
@@ -177,38 +175,28 @@ def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
     if study.Y is None:
         raise StudyError(f"no finished round in {ctx.store.path}: run `mixopt sample` and `mixopt run` first")
     weights = study.objective
-    finished = np.all(np.isfinite(study.Y), axis=1)
-    if finished.sum() < 2:
-        raise StudyError(f"only {int(finished.sum())} of {len(study.Y)} proxy runs succeeded; need at least 2 "
-                         f"(see {ctx.store.path} for the errors)")
-    X, Y, top = study.fitted_runs(finished)
-    if study.fit_target == "columns":
-        columns = np.flatnonzero(weights > 0)
-        target, column_weights = Y[:, columns], weights[columns]
-    else:
-        columns, target, column_weights = None, (Y @ weights)[:, None], np.ones(1)
-    with reporter.busy(f"fitting the {config.surrogate.kind} surrogate on {len(X)} runs"):
-        model = surrogates.fit(X, target if columns is not None else target[:, 0], seed=study.seed,
-                               kind=study.surrogate_kind)
-        info = model.save(ctx.out_dir / "surrogate")
-    observed = Y @ weights
+    with reporter.busy(f"fitting the {config.surrogate.kind} surrogate and ranking the runs out of fold"):
+        try:
+            fit = study.fit_surrogate()
+        except StudyError as exc:
+            raise StudyError(f"{exc} (see {ctx.store.path} for the errors)") from None
+        info = fit.model.save(ctx.out_dir / "surrogate")
     cv = {"folds": None, "rmse": None, "spearman": None, "top1_regret": None}
-    if len(X) >= 4 and top.sum() >= 4:
-        with reporter.busy(f"ranking the {len(X)} runs out of fold"):
-            predicted = surrogates.out_of_fold(model, target, X=X, folds=CV_FOLDS, seed=study.seed) @ column_weights
-        predicted, observed = predicted[top], observed[top]   # scored on the full-length runs
-        cv = {"folds": min(CV_FOLDS, len(X)), "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
+    if fit.cv_predicted is not None:
+        predicted, observed = fit.cv_predicted, (fit.Y @ weights)[fit.top]   # the full-length runs
+        cv = {"folds": min(CV_FOLDS, len(fit.X)), "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
               "spearman": spearman(predicted, observed), "top1_regret": top1_regret(predicted, observed),
               "observed_std": float(np.std(observed, ddof=1))}
+    columns = fit.columns
     payload = json_ready({
-        "surrogate": {**info, "cv_rmse": dict(getattr(model, "cv_scores_", {}))},
+        "surrogate": {**info, "cv_rmse": dict(getattr(fit.model, "cv_scores_", {}))},
         "cv": cv,
         "fit": study.fit_target,
         "columns": [ctx.loss_names[c] for c in columns] if columns is not None else "objective",
         "objective": {"metric": ctx.metric, "weights": dict(zip(ctx.loss_names, weights.tolist()))},
         "n_runs": int(len(study.Y)),
-        "n_fit": int(len(X)),
-        "n_short_fitted": int(np.sum(~top)),
+        "n_fit": int(len(fit.X)),
+        "n_short_fitted": int(np.sum(~fit.top)),
         "complete": complete,
         "config_hash": config.digest(),
         "seconds": round(time.time() - ctx.started, 2),
@@ -228,7 +216,7 @@ def finish(ctx: StudyContext, reporter: Reporter) -> Recommendation:
         surrogate_info = result.surrogate.save(ctx.out_dir / "surrogate")
     noise = noise_report(ctx.store, ctx.space, result.objective, ctx.metric, ctx.config.study.seed, ctx.recipe)
     payload = json_ready(recommendation_payload(ctx.config, ctx.corpus, ctx.space, result, surrogate_info, noise,
-                                                ctx.store, ctx.started))
+                                                ctx.store, ctx.started, run_ids=ctx.told_run_ids))
     atomic_write_json(ctx.out_dir / RECOMMENDATION_FILE, payload)
     return Recommendation(
         domains=ctx.space.domains,

@@ -8,7 +8,8 @@ scale (`large:`, by default about 4x the proxy's parameters and 4x its tokens), 
 recommendation), uniform, and `random` Dirichlet mixtures (drawn once, the same at every seed).
 Within one (scale, seed) every model starts from the same initialisation and sees the same data
 stream (common random numbers; workers/data.py, workers/model.py:init_state), and they are trained
-as one packed computation (workers/proxies.py). The objective is the recommendation's: its metric
+as one packed computation (workers/proxies.py), in which each model trains to the same bits as it
+would alone: its result does not depend on which other mixtures are validated beside it. The objective is the recommendation's: its metric
 (loss in nats/token, or bpb) weighted by its objective weights over the domains and the eval sets
 (held-out sets of the corpus, never trained on): every model is scored on each eval set that the
 objective weighs, which the corpus must hold.

@@ -40,6 +40,7 @@ class StudyData:
     train_log: object | None = None  # polars DataFrame or None
     notes: list[str] = field(default_factory=list)
     eval_sets: list[str] = field(default_factory=list)  # held-out sets scored, never trained on
+    run_ids: list[str] | None = None  # the run_id of each row of X (None: runs.parquet has none)
 
     @property
     def K(self) -> int:
@@ -127,6 +128,8 @@ def load_study(study_dir: str | Path) -> StudyData:
         lower=recommendation.lower, upper=recommendation.upper, objective=objective, metric=metric, runs=runs,
         X=X_all[main], y=y_all[main], repeat_X=X_all[repeat], repeat_y=y_all[repeat],
         eval_sets=recommendation.eval_sets,
+        run_ids=[r for r, keep in zip(finished["run_id"].to_list(), main) if keep] if "run_id" in finished.columns
+        else None,
     )
     missing_metric = int(np.sum(~usable))
     if missing_metric:
@@ -143,6 +146,22 @@ def load_study(study_dir: str | Path) -> StudyData:
         study.train_log = log.sort("step")
     return study
 
+
+
+def recorded_out_of_fold(study: StudyData) -> np.ndarray | None:
+    """(n,) the out-of-fold objective that the study recorded in recommendation.json for each row of
+    X, or None when it recorded none or not for every one of these runs (then the report refits)."""
+    cv = (study.payload.get("surrogate") or {}).get("cv") or {}
+    ids, predicted = cv.get("run_ids"), cv.get("predicted")
+    if study.run_ids is None or not isinstance(ids, list) or not isinstance(predicted, list):
+        return None
+    if len(ids) != len(predicted):
+        return None
+    by_id = dict(zip(ids, predicted))
+    if any(run_id not in by_id for run_id in study.run_ids):
+        return None
+    values = np.array([by_id[run_id] for run_id in study.run_ids], dtype=np.float64)
+    return values if np.all(np.isfinite(values)) else None
 
 
 def surrogate_kind(study: StudyData) -> str:

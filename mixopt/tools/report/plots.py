@@ -19,7 +19,14 @@ import numpy as np
 
 from mixopt.errors import MixoptError
 from mixopt.stats import spearman
-from mixopt.tools.report.load import StudyData, inside_bounds, response_mixtures, study_seed, study_surrogate
+from mixopt.tools.report.load import (
+    StudyData,
+    inside_bounds,
+    recorded_out_of_fold,
+    response_mixtures,
+    study_seed,
+    study_surrogate,
+)
 
 MIN_CV_RUNS = 3           # fewer finished runs: no cross-validation plot
 MIN_FIT_RUNS = 2          # fewer finished runs: no response curves
@@ -70,11 +77,15 @@ def plot_cv(study: StudyData) -> Plot:
 
     kind, make = study_surrogate(study)
     folds = min(CV_FOLDS, n)
-    try:
-        predicted = cross_val_predict(make, study.X, study.y, folds=folds, seed=study_seed(study))[:, 0]
-    except MixoptError as exc:
-        plot.note = f"Cross-validation of the {kind!r} surrogate failed: {exc}"
-        return plot
+    predicted = recorded_out_of_fold(study)
+    how = (f"the study's own out-of-fold prediction, as recommendation.json records it ({folds} folds of {n} runs)"
+           if predicted is not None else f"a {kind} surrogate fitted on the other folds ({folds} folds of {n} runs)")
+    if predicted is None:
+        try:
+            predicted = cross_val_predict(make, study.X, study.y, folds=folds, seed=study_seed(study))[:, 0]
+        except MixoptError as exc:
+            plot.note = f"Cross-validation of the {kind!r} surrogate failed: {exc}"
+            return plot
     rmse = float(np.sqrt(np.mean((predicted - study.y) ** 2)))
     rho = spearman(predicted, study.y)
 
@@ -127,8 +138,8 @@ def plot_cv(study: StudyData) -> Plot:
     plot.png = _png(fig)
     spread = float(np.std(study.y, ddof=1)) if n > 1 else float("nan")
     plot.caption = (
-        f"Each finished main-seed proxy run, predicted by a {kind} surrogate fitted on the other folds "
-        f"({folds} folds of {n} runs): Spearman ρ = {rho_text}, RMSE = {rmse:.3g} {study.units}, against a "
+        f"Each finished main-seed proxy run, predicted by {how}: Spearman ρ = {rho_text}, "
+        f"RMSE = {rmse:.3g} {study.units}, against a "
         f"spread (std) of {spread:.3g} {study.units} across mixtures. Seed-noise repeats are not in the fit; "
         "each is drawn at its main-seed twin's "
         "prediction, joined to the twin by a red line whose length is the seed difference (after removing "
