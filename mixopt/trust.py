@@ -90,11 +90,12 @@ class Gain:
     significant: bool
     candidate: np.ndarray
     candidate_predicted: float
+    calibration: float = 1.0     # the share of the predicted difference kept (calibration_slope)
 
     def to_json(self) -> dict:
         return {"estimate": self.estimate, "low": self.low, "high": self.high, "level": self.level,
                 "significant": self.significant, "candidate": self.candidate.tolist(),
-                "candidate_predicted": self.candidate_predicted}
+                "candidate_predicted": self.candidate_predicted, "calibration": self.calibration}
 
 
 def difference_spread(model, a: np.ndarray, b: np.ndarray, weights: np.ndarray | None) -> tuple[float, float]:
@@ -149,4 +150,4 @@ def gain_interval(model, model_objective, candidate: np.ndarray, prior: np.ndarr
     low, high = estimate - half, estimate + half
     significant = bool(high < 0 and skill > 0)
     return Gain(estimate=estimate, low=low, high=high, level=level, significant=significant,
-                candidate=candidate.copy(), candidate_predicted=predicted)
+                candidate=candidate.copy(), candidate_predicted=predicted, calibration=float(calibration))

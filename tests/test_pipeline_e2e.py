@@ -60,6 +60,10 @@ def check_outputs(out: Path, config: dict) -> tuple[dict, pl.DataFrame]:
     # the gain over natural is stated with its interval; without a significant one, natural is kept
     gain = recommendation["gain"]
     assert gain["low"] <= gain["estimate"] <= gain["high"] and gain["level"] == 0.95
+    # the estimate keeps the calibrated share of the surrogate's predicted difference, as stated
+    assert 0 <= gain["calibration"] <= 1
+    predicted_difference = gain["candidate_predicted_loss"] - recommendation["natural_predicted_loss"]
+    assert gain["estimate"] == pytest.approx(gain["calibration"] * predicted_difference, abs=1e-9)
     if gain["significant"]:
         assert gain["high"] < 0 and np.allclose(weights, [gain["candidate"][d] for d in domains])
         assert gain["verdict"].startswith("significant gain over natural")
@@ -68,6 +72,7 @@ def check_outputs(out: Path, config: dict) -> tuple[dict, pl.DataFrame]:
         assert gain["verdict"].startswith("no significant gain: keep natural")
     cv = recommendation["surrogate"]["cv"]
     assert cv["runs"] == config["study"]["proxies"] and -1 <= cv["spearman"] <= 1 and 0 <= cv["top1_regret"] <= 1
+    assert sorted(cv["run_ids"]) == sorted(finished.filter(pl.col("round") >= 0)["run_id"].unique().to_list())
     return recommendation, runs
 
 

@@ -356,6 +356,9 @@ def gain_summary(result: Result, space: MixtureSpace, units: str = METRIC_UNITS[
     return {"over": over, "prior": dict(zip(space.domains, result.prior.tolist())),
             "estimate": gain.estimate, "low": gain.low, "high": gain.high, "level": gain.level,
             "significant": gain.significant, "verdict": verdict,
+            # the share of the surrogate's predicted difference kept in the estimate: the slope of the
+            # runs' observed objective on their out-of-fold prediction (1: calibrated)
+            "calibration": gain.calibration,
             "candidate": dict(zip(space.domains, gain.candidate.tolist())),
             "candidate_predicted_loss": gain.candidate_predicted}
 

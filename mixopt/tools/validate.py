@@ -9,10 +9,10 @@ recommendation), uniform, and `random` Dirichlet mixtures (drawn once, the same 
 Within one (scale, seed) every model starts from the same initialisation and sees the same data
 stream (common random numbers; workers/data.py, workers/model.py:init_state), and they are trained
 as one packed computation (workers/proxies.py), in which each model trains to the same bits as it
-would alone: its result does not depend on which other mixtures are validated beside it. The objective is the recommendation's: its metric
-(loss in nats/token, or bpb) weighted by its objective weights over the domains and the eval sets
-(held-out sets of the corpus, never trained on): every model is scored on each eval set that the
-objective weighs, which the corpus must hold.
+would alone: its result does not depend on which other mixtures are validated beside it. The
+objective is the recommendation's: its metric (loss in nats/token, or bpb) weighted by its
+objective weights over the domains and the eval sets (held-out sets of the corpus, never trained
+on): every model is scored on each eval set that the objective weighs, which the corpus must hold.
 
 What it reports, per scale (`summarize`, from the (mixtures x seeds) table of objectives):
   - each mixture's mean objective over the seeds with a 95% t-interval (n - 1 degrees of freedom).
