@@ -260,7 +260,6 @@ class PackedGPT:
             view = self.data[:, offset : offset + size].view(self.P, *shape)
             self.params[name] = view.requires_grad_()
             offset += size
-        self.proxy_index = torch.arange(self.P, device=device).view(self.P, 1, 1)
         self._rotations: torch.Tensor | None = None
 
     @property

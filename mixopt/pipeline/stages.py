@@ -187,12 +187,11 @@ def fit_stage(config: Config, out_dir: str | Path, reporter: Reporter | None = N
         cv = {"folds": min(CV_FOLDS, len(fit.X)), "rmse": float(np.sqrt(np.mean((predicted - observed) ** 2))),
               "spearman": spearman(predicted, observed), "top1_regret": top1_regret(predicted, observed),
               "observed_std": float(np.std(observed, ddof=1))}
-    columns = fit.columns
     payload = json_ready({
         "surrogate": {**info, "cv_rmse": dict(getattr(fit.model, "cv_scores_", {}))},
         "cv": cv,
         "fit": study.fit_target,
-        "columns": [ctx.loss_names[c] for c in columns] if columns is not None else "objective",
+        "columns": [ctx.loss_names[c] for c in fit.columns] if fit.columns is not None else "objective",
         "objective": {"metric": ctx.metric, "weights": dict(zip(ctx.loss_names, weights.tolist()))},
         "n_runs": int(len(study.Y)),
         "n_fit": int(len(fit.X)),
